@@ -1,0 +1,29 @@
+# make test   - CPU test suite (GPU tests are skipped with a reason where there is no GPU)
+# make bench  - the benchmark tier for this machine; results and report under results/
+SHELL := /bin/bash
+PY = $(shell scripts/ensure-env.sh)
+BENCH_OUT ?= results/bench
+
+.PHONY: install test bench bench-ci lint format clean
+
+install:
+	@scripts/ensure-env.sh >/dev/null && echo "environment ready: $$(scripts/ensure-env.sh)"
+
+test:
+	$(PY) -m pytest -q
+
+bench:
+	mkdir -p $(BENCH_OUT)
+	$(PY) -m pytest -q benchmarks --benchmark-only --benchmark-columns=min,median,iqr,rounds \
+		--benchmark-json=$(BENCH_OUT)/pytest-benchmark.json -s
+
+lint:
+	$(PY) -m ruff check bimask kernels suite tests benchmarks scripts
+	$(PY) -m ruff format --check bimask kernels suite tests benchmarks scripts
+
+format:
+	$(PY) -m ruff format bimask kernels suite tests benchmarks scripts
+	$(PY) -m ruff check --fix bimask kernels suite tests benchmarks scripts
+
+clean:
+	rm -rf .venv .pytest_cache .benchmarks build *.egg-info

@@ -1,0 +1,24 @@
+"""N:M sparse training with Bi-directional Masks (Bi-Mask) and its baselines, in PyTorch."""
+
+from bimask.backward_mask import bimask_backward_mask, permutation_score
+from bimask.layers import SparseConv2d, SparseLinear
+from bimask.masks import nm_mask
+from bimask.methods import METHODS
+from bimask.patterns import NMPattern
+from bimask.permutations import PERMUTATIONS, find_permutation
+from bimask.sparsify import sparsify
+from bimask.transposable import transposable_mask
+
+__all__ = [
+    "METHODS",
+    "NMPattern",
+    "PERMUTATIONS",
+    "SparseConv2d",
+    "SparseLinear",
+    "bimask_backward_mask",
+    "find_permutation",
+    "nm_mask",
+    "permutation_score",
+    "sparsify",
+    "transposable_mask",
+]

@@ -1,0 +1,42 @@
+"""One autograd function for every mask method.
+
+forward:       Y  = op(X, W * Mf) (+ bias)
+input grad:    dX = op_input_grad(dY, W * Mb)      (Mb = Mf for srste and tmask)
+weight grad:   dW = op_weight_grad(X, dY) + decay * (1 - Mf) * W
+The weight gradient is dense (straight-through) so pruned weights can grow back; the SR-STE
+term is added once per call, not per sample, so it does not scale with the batch size.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from bimask.backends import LayerOps
+
+
+class SparseWeightFunction(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, weight, bias, mask_forward, mask_backward, decay: float, ops: LayerOps):
+        ctx.save_for_backward(x, weight, mask_forward, mask_backward)
+        ctx.decay, ctx.ops, ctx.has_bias = decay, ops, bias is not None
+        return ops.forward(x, weight * mask_forward, bias)
+
+    @staticmethod
+    def backward(ctx, dy):
+        x, weight, mask_forward, mask_backward = ctx.saved_tensors
+        ops = ctx.ops
+        dx = dw = db = None
+        if ctx.needs_input_grad[0]:
+            dx = ops.input_grad(dy, weight * mask_backward, x.shape)
+        if ctx.needs_input_grad[1]:
+            dw = ops.weight_grad(x, dy, weight.shape)
+            if ctx.decay:
+                dw = dw + ctx.decay * (~mask_forward) * weight
+        if ctx.has_bias and ctx.needs_input_grad[2]:
+            db = ops.bias_grad(dy)
+        return dx, dw, db, None, None, None, None
+
+
+def sparse_op(x, weight, bias, mask_forward, mask_backward, decay: float, ops: LayerOps):
+    """Apply :class:`SparseWeightFunction` (masks are bool tensors of the weight's shape)."""
+    return SparseWeightFunction.apply(x, weight, bias, mask_forward, mask_backward, decay, ops)

@@ -1,0 +1,66 @@
+"""The one seam between training and GEMM implementations.
+
+A backend supplies the three GEMMs of a sparse layer: the forward with W*Mf, the input gradient
+with W*Mb, and the dense weight gradient. ``torch`` (plain PyTorch, CPU and GPU) is the default
+and the reference; the kernels package can register tuned sparse kernels here on a GPU.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+import torch
+import torch.nn.functional as F
+from torch.nn.grad import conv2d_input, conv2d_weight
+
+
+class LayerOps(Protocol):
+    def forward(self, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None): ...
+    def input_grad(self, dy: torch.Tensor, weight: torch.Tensor, x_shape: torch.Size): ...
+    def weight_grad(self, x: torch.Tensor, dy: torch.Tensor, w_shape: torch.Size): ...
+    def bias_grad(self, dy: torch.Tensor): ...
+
+
+@dataclass(frozen=True)
+class TorchLinearOps:
+    def forward(self, x, weight, bias):
+        return F.linear(x, weight, bias)
+
+    def input_grad(self, dy, weight, x_shape):
+        return dy @ weight  # dX = dY (W*Mb)
+
+    def weight_grad(self, x, dy, w_shape):
+        return dy.reshape(-1, w_shape[0]).t() @ x.reshape(-1, w_shape[1])
+
+    def bias_grad(self, dy):
+        return dy.reshape(-1, dy.shape[-1]).sum(0)
+
+
+@dataclass(frozen=True)
+class TorchConvOps:
+    stride: tuple[int, int]
+    padding: tuple[int, int]
+    dilation: tuple[int, int]
+
+    def forward(self, x, weight, bias):
+        return F.conv2d(x, weight, bias, self.stride, self.padding, self.dilation)
+
+    def input_grad(self, dy, weight, x_shape):
+        return conv2d_input(x_shape, weight, dy, self.stride, self.padding, self.dilation)
+
+    def weight_grad(self, x, dy, w_shape):
+        return conv2d_weight(x, w_shape, dy, self.stride, self.padding, self.dilation)
+
+    def bias_grad(self, dy):
+        return dy.sum(dim=(0, 2, 3))
+
+
+BACKENDS = {"torch": {"linear": TorchLinearOps, "conv2d": TorchConvOps}}
+
+
+def layer_ops(kind: str, backend: str = "torch", **conv_args) -> LayerOps:
+    """The GEMM implementation for a layer ``kind`` ("linear" or "conv2d") on ``backend``."""
+    if backend not in BACKENDS:
+        raise ValueError(f"unknown backend {backend!r}; choose one of {sorted(BACKENDS)}")
+    return BACKENDS[backend][kind](**conv_args)

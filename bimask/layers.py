@@ -1,0 +1,226 @@
+"""SparseLinear and SparseConv2d: drop-in layers trained with one of the mask methods."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.distributed as dist
+from torch import nn
+
+from bimask.autograd import sparse_op
+from bimask.backends import layer_ops
+from bimask.layout import check_conv_order, from_gemm, to_gemm
+from bimask.methods import MaskState, get_method
+from bimask.patterns import NMPattern
+from bimask.permutations import PERMUTATIONS, find_permutation
+
+
+def unsupported_reason(
+    weight_shape: tuple[int, ...], pattern: NMPattern, method: str, conv_order: str = "nhwc"
+) -> str | None:
+    """Why a weight of this shape cannot use ``method`` at ``pattern``; None when it can."""
+    spec = get_method(method)
+    if spec.masks is None:
+        return None
+    out = weight_shape[0]
+    k = math.prod(weight_shape[1:])
+    if len(weight_shape) == 4 and conv_order == "nhwc" and weight_shape[1] % pattern.m:
+        return f"input channels {weight_shape[1]} not a multiple of M={pattern.m} (NHWC groups)"
+    if k % pattern.m:
+        return f"reduction dimension K={k} not a multiple of M={pattern.m}"
+    if spec.groups_out and out % pattern.m:
+        return f"output dimension {out} not a multiple of M={pattern.m} ({method} groups rows)"
+    return None
+
+
+class SparseMixin:
+    """Mask bookkeeping shared by the sparse layers (buffers are part of ``state_dict()``)."""
+
+    def _setup_sparsity(
+        self,
+        pattern,
+        method: str,
+        permutation: str,
+        perm_every: int,
+        decay: float,
+        conv_order: str = "nhwc",
+        permutation_options: dict | None = None,
+        tmask_exact: bool = True,
+        seed: int = 0,
+        backend: str = "torch",
+    ) -> None:
+        self.pattern = NMPattern.parse(pattern)
+        self.method = method
+        spec = get_method(method)
+        if permutation not in PERMUTATIONS:
+            raise ValueError(
+                f"unknown permutation strategy {permutation!r}; "
+                f"choose one of {sorted(PERMUTATIONS)}"
+            )
+        if isinstance(perm_every, bool) or not isinstance(perm_every, int) or perm_every < 1:
+            raise ValueError(f"perm_every must be a positive integer, got {perm_every!r}")
+        if not (isinstance(decay, (int, float)) and math.isfinite(decay) and decay >= 0):
+            raise ValueError(f"decay must be a finite number >= 0, got {decay!r}")
+        check_conv_order(conv_order)
+        reason = unsupported_reason(tuple(self.weight.shape), self.pattern, method, conv_order)
+        if reason:
+            raise ValueError(
+                f"{type(self).__name__} with weight {tuple(self.weight.shape)} cannot use "
+                f"{method} at {self.pattern}: {reason}"
+            )
+        self.permutation, self.perm_every, self.decay = permutation, perm_every, float(decay)
+        self.conv_order, self.tmask_exact, self.seed = conv_order, tmask_exact, seed
+        self.permutation_options = dict(permutation_options or {})
+        self.backend = backend
+        self._spec = spec
+        device = self.weight.device
+        out = self.weight.shape[0]
+        self.register_buffer("perm", torch.arange(out, device=device))
+        self.register_buffer("step", torch.zeros((), dtype=torch.long, device=device))
+        if spec.masks is not None:
+            ones = torch.ones(self.weight.shape, dtype=torch.bool, device=device)
+            self.register_buffer("mask_forward", ones)
+            self.register_buffer("mask_backward", ones.clone())
+            self.register_buffer("masks_ready", torch.zeros((), dtype=torch.bool, device=device))
+
+    def _refresh_permutation(self, w2d: torch.Tensor) -> None:
+        mf = to_gemm(self.mask_forward, self.conv_order)
+        if not bool(self.masks_ready):
+            from bimask.masks import nm_mask_2d
+
+            mf = nm_mask_2d(w2d, self.pattern)
+        perm = find_permutation(
+            w2d,
+            mf,
+            self.pattern,
+            self.permutation,
+            seed=self.seed * 1_000_003 + int(self.step),
+            **self.permutation_options,
+        )
+        if dist.is_available() and dist.is_initialized():
+            dist.broadcast(perm, src=0)  # pi must be identical on every rank
+        self.perm.copy_(perm)
+
+    @torch.no_grad()
+    def compute_masks(self, refresh: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+        """Forward and backward masks (weight-shaped, bool) for the current weights."""
+        w2d = to_gemm(self.weight.detach(), self.conv_order)
+        if refresh and self._spec.uses_permutation:
+            self._refresh_permutation(w2d)
+        cached = to_gemm(self.mask_forward, self.conv_order) if bool(self.masks_ready) else None
+        state = MaskState(perm=self.perm, cached_mask=cached, tmask_exact=self.tmask_exact)
+        mf2d, mb2d = self._spec.masks(w2d, self.pattern, state, refresh)
+        mf = from_gemm(mf2d, self.weight.shape, self.conv_order)
+        mb = mf if mb2d is mf2d else from_gemm(mb2d, self.weight.shape, self.conv_order)
+        self.mask_forward.copy_(mf)
+        self.mask_backward.copy_(mb)
+        self.masks_ready.fill_(True)
+        return self.mask_forward, self.mask_backward
+
+    def _sparse_forward(self, x: torch.Tensor) -> torch.Tensor:
+        ops = self._ops()
+        if self._spec.masks is None:
+            return ops.forward(x, self.weight, self.bias)
+        if self.training:
+            refresh = int(self.step) % self.perm_every == 0
+            mf, mb = self.compute_masks(refresh)
+            self.step += 1
+        else:  # evaluation: masks from the current weights, never a permutation search
+            mf, mb = self.compute_masks(refresh=False)
+        return sparse_op(x, self.weight, self.bias, mf, mb, self.decay, ops)
+
+    def sparsity_repr(self) -> str:
+        return (
+            f"pattern={self.pattern}, method={self.method}, permutation={self.permutation}, "
+            f"perm_every={self.perm_every}, decay={self.decay}"
+        )
+
+
+class SparseLinear(SparseMixin, nn.Linear):
+    """``nn.Linear`` trained with an N:M mask method (``method`` in ``bimask.METHODS``)."""
+
+    def __init__(
+        self,
+        in_features: int,
+        out_features: int,
+        bias: bool = True,
+        *,
+        pattern: str | NMPattern = "2:4",
+        method: str = "bimask",
+        permutation: str = "random",
+        perm_every: int = 100,
+        decay: float = 2e-4,
+        device=None,
+        dtype=None,
+        **sparse_options,
+    ) -> None:
+        super().__init__(in_features, out_features, bias, device=device, dtype=dtype)
+        self._setup_sparsity(pattern, method, permutation, perm_every, decay, **sparse_options)
+
+    def _ops(self):
+        return layer_ops("linear", self.backend)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self._sparse_forward(x)
+
+    def extra_repr(self) -> str:
+        return f"{super().extra_repr()}, {self.sparsity_repr()}"
+
+
+class SparseConv2d(SparseMixin, nn.Conv2d):
+    """``nn.Conv2d`` (groups=1, zero padding) trained with an N:M mask method."""
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size,
+        stride=1,
+        padding=0,
+        dilation=1,
+        groups: int = 1,
+        bias: bool = True,
+        padding_mode: str = "zeros",
+        *,
+        pattern: str | NMPattern = "2:4",
+        method: str = "bimask",
+        permutation: str = "random",
+        perm_every: int = 100,
+        decay: float = 2e-4,
+        device=None,
+        dtype=None,
+        **sparse_options,
+    ) -> None:
+        if groups != 1:
+            raise ValueError(f"SparseConv2d supports groups=1 only, got groups={groups}")
+        if padding_mode != "zeros" or isinstance(padding, str):
+            raise ValueError(
+                "SparseConv2d needs numeric zero padding (padding_mode='zeros', padding an int "
+                f"or pair), got padding={padding!r}, padding_mode={padding_mode!r}"
+            )
+        super().__init__(
+            in_channels,
+            out_channels,
+            kernel_size,
+            stride,
+            padding,
+            dilation,
+            groups,
+            bias,
+            padding_mode,
+            device=device,
+            dtype=dtype,
+        )
+        self._setup_sparsity(pattern, method, permutation, perm_every, decay, **sparse_options)
+
+    def _ops(self):
+        return layer_ops(
+            "conv2d", self.backend, stride=self.stride, padding=self.padding, dilation=self.dilation
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self._sparse_forward(x)
+
+    def extra_repr(self) -> str:
+        return f"{super().extra_repr()}, {self.sparsity_repr()}"

@@ -1,0 +1,1 @@
+"""The benchmark and autotuning suite: timing, search, tuning, results and reports."""

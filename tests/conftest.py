@@ -1,0 +1,49 @@
+"""Device markers, probed once: GPU tests are skipped with a reason on machines without one."""
+
+from __future__ import annotations
+
+import functools
+import shutil
+
+import pytest
+import torch
+
+
+@functools.cache
+def cuda_reason() -> str | None:
+    if not torch.cuda.is_available():
+        return "no CUDA device (torch.cuda.is_available() is False)"
+    return None
+
+
+@functools.cache
+def nvcc_reason() -> str | None:
+    return None if shutil.which("nvcc") else "nvcc not found on PATH"
+
+
+@functools.cache
+def cupy_reason() -> str | None:
+    try:
+        import cupy
+
+        cupy.cuda.runtime.getDeviceCount()
+    except ImportError:
+        return "cupy is not installed (pip install -e '.[gpu]')"
+    except Exception as err:  # no driver / no device: CUDARuntimeError and friends
+        return f"cupy cannot reach a device: {type(err).__name__}"
+    return None
+
+
+_PROBES = {"gpu": cuda_reason, "nvcc": nvcc_reason, "cupy": cupy_reason}
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        for name, probe in _PROBES.items():
+            if name in item.keywords and (reason := probe()):
+                item.add_marker(pytest.mark.skip(reason=reason))
+
+
+@pytest.fixture
+def rng() -> torch.Generator:
+    return torch.Generator().manual_seed(1234)
