@@ -4,7 +4,7 @@ SHELL := /bin/bash
 PY = $(shell scripts/ensure-env.sh)
 BENCH_OUT ?= results/bench
 
-.PHONY: install test bench bench-ci lint format clean
+.PHONY: install test bench lint format clean compare-masks
 
 install:
 	@scripts/ensure-env.sh >/dev/null && echo "environment ready: $$(scripts/ensure-env.sh)"
@@ -27,3 +27,12 @@ format:
 
 clean:
 	rm -rf .venv .pytest_cache .benchmarks build *.egg-info
+
+# Train every mask method x pattern x 3 seeds on Fashion-MNIST; report under results/accuracy/.
+compare-masks:
+	@test -d /usr/share/datasets/fashion-mnist || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    apt-get update -qq && apt-get install -y -qq dataset-fashion-mnist; \
+	  else echo "Fashion-MNIST missing: run 'apt-get install dataset-fashion-mnist' as root" \
+	    "(or pass DATA_DIR=... with the four IDX files)"; exit 2; fi; }
+	$(PY) -m bimask.compare $(if $(FULL),,--quick) $(if $(DATA_DIR),--data-dir $(DATA_DIR))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import time
 
 import torch
 import torch.distributed as dist
@@ -74,6 +75,8 @@ class SparseMixin:
         self.permutation_options = dict(permutation_options or {})
         self.backend = backend
         self._spec = spec
+        self.mask_time_s = 0.0  # wall time spent building masks and permutations (accounting)
+        self.backward_as_forward = False  # probe switch: use Mf in the backward (srste's dX)
         device = self.weight.device
         out = self.weight.shape[0]
         self.register_buffer("perm", torch.arange(out, device=device))
@@ -108,7 +111,9 @@ class SparseMixin:
         w2d = to_gemm(self.weight.detach(), self.conv_order)
         if refresh and self._spec.uses_permutation:
             self._refresh_permutation(w2d)
-        cached = to_gemm(self.mask_forward, self.conv_order) if bool(self.masks_ready) else None
+        cached = None
+        if bool(self.masks_ready):  # a copy: the result is written back into mask_forward
+            cached = to_gemm(self.mask_forward, self.conv_order).clone()
         state = MaskState(perm=self.perm, cached_mask=cached, tmask_exact=self.tmask_exact)
         mf2d, mb2d = self._spec.masks(w2d, self.pattern, state, refresh)
         mf = from_gemm(mf2d, self.weight.shape, self.conv_order)
@@ -122,12 +127,18 @@ class SparseMixin:
         ops = self._ops()
         if self._spec.masks is None:
             return ops.forward(x, self.weight, self.bias)
+        t0 = time.perf_counter()
         if self.training:
             refresh = int(self.step) % self.perm_every == 0
             mf, mb = self.compute_masks(refresh)
             self.step += 1
         else:  # evaluation: masks from the current weights, never a permutation search
             mf, mb = self.compute_masks(refresh=False)
+        if self.weight.is_cuda:
+            torch.cuda.synchronize(self.weight.device)
+        self.mask_time_s += time.perf_counter() - t0
+        if self.backward_as_forward:
+            mb = mf
         return sparse_op(x, self.weight, self.bias, mf, mb, self.decay, ops)
 
     def sparsity_repr(self) -> str:

@@ -1,0 +1,212 @@
+"""python -m bimask.compare: train methods x patterns x seeds on one model and report.
+
+Examples:
+  python -m bimask.compare --quick                 # CPU-sized profile (< 20 min on 2 cores)
+  python -m bimask.compare --model cnn --epochs 30 --seeds 3 --out results/accuracy
+
+Writes OUT/<run>.csv (one row per training run), OUT/<run>.md (the report) and OUT/<run>.png.
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+from tabulate import tabulate
+
+from bimask.train.config import TrainConfig
+from bimask.train.loop import train
+
+PATTERNS = ["2:4", "1:4", "2:8", "4:8", "1:16"]
+METHODS = ["srste", "tmask", "bimask"]
+PROFILES = {  # quick: sized for a 2-core CPU; full: for GPU hosts
+    "quick": dict(epochs=2, train_subset=4000, test_subset=2000, batch_size=128),
+    "full": dict(epochs=30, train_subset=None, test_subset=None, batch_size=128),
+}
+COLUMNS = [
+    "model",
+    "dataset",
+    "method",
+    "pattern",
+    "permutation",
+    "seed",
+    "epochs",
+    "final_test_top1",
+    "best_test_top1",
+    "mask_overhead_frac",
+    "bwd_kept_frac",
+    "grad_gap",
+    "train_time_s",
+    "device",
+]
+
+
+def run_grid(args, out: Path) -> pd.DataFrame:
+    profile = PROFILES["quick" if args.quick else "full"] | {
+        k: v for k, v in (("epochs", args.epochs),) if v is not None
+    }
+    jobs = [("dense", "-")] + [(m, p) for p in args.patterns for m in args.methods]
+    rows = []
+    for seed in range(args.seeds):
+        for method, pattern in jobs:
+            cfg = TrainConfig(
+                model=args.model,
+                dataset=args.dataset,
+                data_dir=args.data_dir,
+                method=method,
+                pattern="2:4" if pattern == "-" else pattern,
+                permutation=args.permutation,
+                seed=seed,
+                device=args.device,
+                out=str(out / "runs" / f"{method}-{pattern.replace(':', 'x')}-s{seed}"),
+                **profile,
+            )
+            t0 = time.perf_counter()
+            s = train(cfg)
+            s["pattern"] = pattern
+            rows.append({k: s.get(k) for k in COLUMNS})
+            print(
+                f"[{len(rows)}/{len(jobs) * args.seeds}] {method} {pattern} seed {seed}: "
+                f"top1 {s['final_test_top1']:.4f} ({time.perf_counter() - t0:.0f} s)",
+                file=sys.stderr,
+                flush=True,
+            )
+    df = pd.DataFrame(rows, columns=COLUMNS)
+    df["host"] = f"{platform.node()} {platform.processor() or platform.machine()}"
+    return df
+
+
+def summarize(df: pd.DataFrame) -> pd.DataFrame:
+    dense = df[df.method == "dense"].final_test_top1.mean()
+    g = df.groupby(["pattern", "method"], sort=False)
+    table = g.agg(
+        top1_mean=("final_test_top1", "mean"),
+        top1_std=("final_test_top1", "std"),
+        bwd_kept=("bwd_kept_frac", "mean"),
+        overhead=("mask_overhead_frac", "mean"),
+        seeds=("seed", "count"),
+    ).reset_index()
+    table["gap_to_dense"] = table.top1_mean - dense
+    return table
+
+
+def findings(table: pd.DataFrame) -> list[str]:
+    """The paper's claims, checked against the data (reported either way)."""
+    lines = []
+    row = table[(table.method == "bimask") & (table.pattern == "2:4")]
+    if len(row):
+        gap = float(row.gap_to_dense.iloc[0]) * 100
+        verdict = "holds" if gap >= -0.5 else "does NOT hold"
+        lines.append(f"Bi-Mask 2:4 vs dense: {gap:+.2f} points (claim: within 0.5) - {verdict}.")
+    for pattern in table.pattern.unique():
+        sub = table[table.pattern == pattern].set_index("method").top1_mean
+        if {"bimask", "tmask"} <= set(sub.index):
+            diff = (sub["bimask"] - sub["tmask"]) * 100
+            verdict = "holds" if diff >= 0 else "does NOT hold"
+            lines.append(f"Bi-Mask vs transposable at {pattern}: {diff:+.2f} points - {verdict}.")
+    return lines
+
+
+def plot(df: pd.DataFrame, table: pd.DataFrame, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4))
+    dense = df[df.method == "dense"].final_test_top1.mean() * 100
+    ax.axhline(dense, color="k", ls="--", label="dense")
+    patterns = [p for p in table.pattern.unique() if p != "-"]
+    for i, method in enumerate(m for m in table.method.unique() if m != "dense"):
+        sub = table[table.method == method].set_index("pattern").reindex(patterns)
+        xs = [j + (i - 1) * 0.25 for j in range(len(patterns))]
+        ax.errorbar(
+            xs,
+            sub.top1_mean * 100,
+            yerr=sub.top1_std.fillna(0) * 100,
+            fmt="o",
+            capsize=3,
+            label=method,
+        )
+    ax.set_xticks(range(len(patterns)), patterns)
+    ax.set_xlabel("N:M pattern")
+    ax.set_ylabel("test top-1 (%)")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def report(df: pd.DataFrame, run: str, out: Path, command: str) -> str:
+    table = summarize(df)
+    shown = table.assign(
+        top1=lambda t: [
+            f"{m * 100:.2f} +/- {0 if pd.isna(s) else s * 100:.2f}"
+            for m, s in zip(t.top1_mean, t.top1_std, strict=True)
+        ],
+        gap=lambda t: [f"{g * 100:+.2f}" for g in t.gap_to_dense],
+        bwd_kept_pct=lambda t: [f"{k * 100:.1f}" if pd.notna(k) else "-" for k in t.bwd_kept],
+        overhead_pct=lambda t: [f"{o * 100:.1f}" for o in t.overhead],
+    )[["pattern", "method", "top1", "gap", "bwd_kept_pct", "overhead_pct", "seeds"]]
+    md = [
+        f"# Mask-method comparison: {run}",
+        "",
+        f"Model `{df.model.iloc[0]}` on `{df.dataset.iloc[0]}`, epochs {df.epochs.iloc[0]}, "
+        f"machine: `{df.host.iloc[0]}`, device `{df.device.iloc[0]}`.",
+        "",
+        f"Command: `{command}`",
+        "",
+        tabulate(shown, headers="keys", tablefmt="github", showindex=False),
+        "",
+        "top1: mean +/- std over seeds (%); gap: points vs dense; bwd_kept_pct: backward-mask "
+        "kept / forward kept; overhead_pct: mask + permutation time / training time.",
+        "",
+        "## Claims checked",
+        "",
+    ] + [f"- {line}" for line in findings(table)]
+    md += ["", f"![accuracy by pattern]({run}.png)", ""]
+    return "\n".join(md)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(
+        prog="python -m bimask.compare",
+        description=__doc__.split("\n")[0],
+        epilog=__doc__.split("\n", 2)[2],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--quick", action="store_true", help="the CPU-sized profile")
+    p.add_argument("--model", default="cnn", choices=["cnn", "mlp", "vit"])
+    p.add_argument("--dataset", default="fashion-mnist", choices=["fashion-mnist", "synthetic"])
+    p.add_argument("--data-dir")
+    p.add_argument("--methods", nargs="+", default=METHODS)
+    p.add_argument("--patterns", nargs="+", default=PATTERNS)
+    p.add_argument("--permutation", default="greedy")
+    p.add_argument("--seeds", type=int, default=3)
+    p.add_argument("--epochs", type=int)
+    p.add_argument("--device", default="auto")
+    p.add_argument("--out", default="results/accuracy")
+    p.add_argument("--run", help="run name (default: <model>-<profile>-<date>)")
+    args = p.parse_args(argv)
+    out = Path(args.out)
+    run = args.run or f"{args.model}-{'quick' if args.quick else 'full'}-{time.strftime('%Y%m%d')}"
+    try:
+        df = run_grid(args, out / f"{run}.work")
+    except (ValueError, FileNotFoundError, RuntimeError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    out.mkdir(parents=True, exist_ok=True)
+    df.to_csv(out / f"{run}.csv", index=False)
+    plot(df, summarize(df), out / f"{run}.png")
+    text = report(df, run, out, "python -m bimask.compare " + " ".join(argv or sys.argv[1:]))
+    (out / f"{run}.md").write_text(text)
+    print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

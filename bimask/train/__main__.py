@@ -1,0 +1,75 @@
+"""python -m bimask.train: train one model with one N:M mask method.
+
+Examples:
+  python -m bimask.train --model cnn --method bimask --pattern 2:4 --epochs 10 --out runs/cnn24
+  python -m bimask.train --dataset synthetic --model mlp --method bimask --epochs 1 --out /tmp/r
+  torchrun --nproc_per_node=2 -m bimask.train --dataset synthetic --model mlp --out /tmp/ddp
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from bimask.data import DataMissingError
+from bimask.data.idx import IdxError
+from bimask.methods import METHODS
+from bimask.models import MODELS
+from bimask.patterns import NMPattern
+from bimask.permutations import PERMUTATIONS
+from bimask.train.config import TrainConfig
+from bimask.train.loop import train
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m bimask.train",
+        description=__doc__.split("\n")[0],
+        epilog=__doc__.split("\n", 2)[2],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    d = TrainConfig()
+    p.add_argument("--model", choices=sorted(MODELS), default=d.model)
+    p.add_argument("--dataset", choices=["fashion-mnist", "synthetic"], default=d.dataset)
+    p.add_argument("--data-dir", help="directory with the four Fashion-MNIST IDX files")
+    p.add_argument("--method", choices=sorted(METHODS), default=d.method)
+    p.add_argument("--pattern", default=d.pattern, help="N:M pattern, e.g. 2:4, 1:16")
+    p.add_argument("--permutation", choices=sorted(PERMUTATIONS), default=d.permutation)
+    p.add_argument("--perm-every", type=int, default=d.perm_every)
+    p.add_argument("--candidates", type=int, default=d.candidates, help="for --permutation random")
+    p.add_argument("--decay", type=float, default=d.decay, help="SR-STE lambda")
+    p.add_argument("--epochs", type=int, default=d.epochs)
+    p.add_argument("--batch-size", type=int, default=d.batch_size)
+    p.add_argument("--optimizer", choices=["sgd", "adamw"])
+    p.add_argument("--lr", type=float)
+    p.add_argument("--weight-decay", type=float)
+    p.add_argument("--warmup-epochs", type=float, default=d.warmup_epochs)
+    p.add_argument("--label-smoothing", type=float, default=d.label_smoothing)
+    p.add_argument("--train-subset", type=int, help="use the first N training images")
+    p.add_argument("--test-subset", type=int, help="use the first N test images")
+    p.add_argument("--seed", type=int, default=d.seed)
+    p.add_argument("--device", default=d.device, help="auto, cpu, cuda, cuda:1 ...")
+    p.add_argument("--conv-order", choices=["nhwc", "nchw"], default=d.conv_order)
+    p.add_argument("--out", default=d.out)
+    p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
+    p.add_argument("--stop-after", type=int, help="stop after N epochs of this invocation")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        NMPattern.parse(args.pattern)
+        for name in ("epochs", "batch_size", "perm_every", "candidates"):
+            if getattr(args, name) < 1:
+                raise ValueError(f"--{name.replace('_', '-')} must be >= 1")
+        cfg = TrainConfig(**vars(args))
+        train(cfg)
+    except (ValueError, DataMissingError, IdxError, RuntimeError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,223 @@
+"""The training loop: one function, single process or DDP under torchrun."""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+import time
+from pathlib import Path
+
+import torch
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader, DistributedSampler, TensorDataset
+from tqdm import tqdm
+
+from bimask.data import load_dataset
+from bimask.models import DEFAULT_OPTIMIZER, build_model
+from bimask.sparsify import sparsify
+from bimask.train import probes
+from bimask.train.checkpoint import load_checkpoint, save_checkpoint
+from bimask.train.config import TrainConfig
+from bimask.train.distributed import DistInfo, all_reduce_sum, init_distributed, shutdown
+
+_OPT_DEFAULTS = {"sgd": (0.1, 5e-4), "adamw": (1e-3, 0.05)}
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError(f"--device {name}: CUDA is not available on this machine; use cpu")
+    return torch.device(name)
+
+
+def build_sparse_model(cfg: TrainConfig) -> tuple[nn.Module, list]:
+    torch.manual_seed(cfg.seed)  # identical initial weights on every rank
+    model = build_model(cfg.model)
+    if cfg.method == "dense":
+        return model, []
+    options = {"candidates": cfg.candidates} if cfg.permutation == "random" else {}
+    decisions = sparsify(
+        model,
+        cfg.pattern,
+        cfg.method,
+        cfg.permutation,
+        cfg.perm_every,
+        decay=cfg.decay,
+        conv_order=cfg.conv_order,
+        permutation_options=options,
+        seed=cfg.seed,
+    )
+    if not any(d.sparse for d in decisions):
+        reasons = "; ".join(f"{d.name}: {d.reason}" for d in decisions)
+        raise ValueError(f"pattern {cfg.pattern} fits no layer of model {cfg.model} ({reasons})")
+    return model, decisions
+
+
+def _optimizer(cfg: TrainConfig, model: nn.Module, steps: int):
+    kind = cfg.optimizer or DEFAULT_OPTIMIZER[cfg.model]
+    if kind not in _OPT_DEFAULTS:
+        raise ValueError(f"unknown optimizer {kind!r}; choose sgd or adamw")
+    lr, wd = cfg.lr or _OPT_DEFAULTS[kind][0], cfg.weight_decay
+    wd = _OPT_DEFAULTS[kind][1] if wd is None else wd
+    decay = [p for p in model.parameters() if p.dim() > 1]
+    no_decay = [p for p in model.parameters() if p.dim() <= 1]
+    groups = [{"params": decay, "weight_decay": wd}, {"params": no_decay, "weight_decay": 0.0}]
+    opt = (
+        torch.optim.SGD(groups, lr=lr, momentum=0.9)
+        if kind == "sgd"
+        else torch.optim.AdamW(groups, lr=lr)
+    )
+    warm = int(cfg.warmup_epochs * steps / max(cfg.epochs, 1))
+
+    def factor(step: int) -> float:  # per-iteration linear warm-up, then cosine to zero
+        if step < warm:
+            return (step + 1) / warm
+        return 0.5 * (1 + math.cos(math.pi * (step - warm) / max(steps - warm, 1)))
+
+    return opt, torch.optim.lr_scheduler.LambdaLR(opt, factor)
+
+
+def _subset(split, n):
+    return (split.images[:n], split.labels[:n]) if n else (split.images, split.labels)
+
+
+@torch.no_grad()
+def evaluate(model, loader, device, info) -> float:
+    model.eval()
+    correct = total = 0
+    for x, y in loader:
+        x, y = x.to(device), y.to(device)
+        correct += int((model(x).argmax(1) == y).sum())
+        total += len(y)
+    correct, total = all_reduce_sum([correct, total], info, device)
+    return correct / total
+
+
+def train(cfg: TrainConfig) -> dict:
+    """Train one model with one method; returns the summary (also written to out/summary.json)."""
+    device = resolve_device(cfg.device)
+    info = init_distributed(device)
+    try:
+        return fit(cfg, device, info)[0]
+    finally:
+        shutdown(info)
+
+
+def fit(cfg: TrainConfig, device: torch.device, info: DistInfo) -> tuple[dict, nn.Module]:
+    """Train inside an initialised process group (or none); returns (summary, model)."""
+    out = Path(cfg.out)
+    data = load_dataset(cfg.dataset, cfg.data_dir, seed=cfg.seed)
+    train_set = TensorDataset(*_subset(data.train, cfg.train_subset))
+    test_set = TensorDataset(*_subset(data.test, cfg.test_subset))
+    sampler = DistributedSampler(train_set, info.world_size, info.rank, shuffle=True, seed=cfg.seed)
+    train_loader = DataLoader(train_set, cfg.batch_size, sampler=sampler, drop_last=True)
+    test_sampler = DistributedSampler(test_set, info.world_size, info.rank, shuffle=False)
+    test_loader = DataLoader(test_set, 512, sampler=test_sampler)
+    model, decisions = build_sparse_model(cfg)
+    model.to(device)
+    net = DistributedDataParallel(model) if info.enabled else model
+    opt, sched = _optimizer(cfg, model, cfg.epochs * len(train_loader))
+    probe_x, probe_y = (t[:256].to(device) for t in (data.test.images, data.test.labels))
+    history, start, ckpt_path = [], 0, out / "checkpoint.pt"
+    if info.is_main:
+        out.mkdir(parents=True, exist_ok=True)
+    if cfg.resume and ckpt_path.is_file():
+        state = load_checkpoint(ckpt_path, device)
+        model.load_state_dict(state["model"])
+        opt.load_state_dict(state["optimizer"])
+        sched.load_state_dict(state["scheduler"])
+        history, start = state["history"], state["epoch"] + 1
+    loss_fn = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
+    for epoch in range(start, cfg.epochs):
+        if cfg.stop_after is not None and epoch - start >= cfg.stop_after:
+            break
+        sampler.set_epoch(epoch)
+        net.train()
+        probes.reset_mask_time(model)
+        t0, loss_sum, seen = time.perf_counter(), 0.0, 0
+        bar = tqdm(
+            train_loader,
+            desc=f"epoch {epoch + 1}/{cfg.epochs}",
+            leave=False,
+            disable=not info.is_main,
+            file=sys.stderr,
+        )
+        for x, y in bar:
+            x, y = x.to(device), y.to(device)
+            loss = loss_fn(net(x), y)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+            loss_sum += float(loss.detach()) * len(y)
+            seen += len(y)
+            bar.set_postfix(loss=f"{loss_sum / seen:.4f}")
+        epoch_time = time.perf_counter() - t0
+        mask_s = probes.mask_time(model)
+        loss_sum, seen, mask_s = all_reduce_sum([loss_sum, seen, mask_s], info, device)
+        top1 = evaluate(net, test_loader, device, info)
+        record = {
+            "epoch": epoch + 1,
+            "train_loss": loss_sum / seen,
+            "test_top1": top1,
+            "epoch_time_s": epoch_time,
+            "mask_time_s": mask_s / info.world_size,
+            "lr": sched.get_last_lr()[0],
+            "bwd_kept_frac": probes.backward_kept_fraction(model),
+            "grad_gap": probes.gradient_gap(model, probe_x, probe_y),
+        }
+        history.append(record)
+        if info.is_main:
+            print(json.dumps(record), flush=True)
+            save_checkpoint(
+                ckpt_path,
+                model=model.state_dict(),
+                optimizer=opt.state_dict(),
+                scheduler=sched.state_dict(),
+                epoch=epoch,
+                history=history,
+                config=cfg.to_dict(),
+            )
+    return _summary(cfg, history, decisions, device, info, out), model
+
+
+def _summary(cfg, history, decisions, device, info, out: Path) -> dict:
+    train_time = sum(h["epoch_time_s"] for h in history)
+    summary = {
+        **{
+            k: getattr(cfg, k)
+            for k in (
+                "model",
+                "dataset",
+                "method",
+                "pattern",
+                "permutation",
+                "perm_every",
+                "epochs",
+                "seed",
+                "batch_size",
+            )
+        },
+        "final_test_top1": history[-1]["test_top1"] if history else None,
+        "best_test_top1": max((h["test_top1"] for h in history), default=None),
+        "final_train_loss": history[-1]["train_loss"] if history else None,
+        "train_time_s": train_time,
+        "mask_overhead_frac": sum(h["mask_time_s"] for h in history) / train_time
+        if train_time
+        else 0.0,
+        "bwd_kept_frac": history[-1]["bwd_kept_frac"] if history else None,
+        "grad_gap": history[-1]["grad_gap"] if history else None,
+        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
+        "world_size": info.world_size,
+        "layers": [d.__dict__ for d in decisions],
+        "history": history,
+        "config": cfg.to_dict(),
+    }
+    if info.is_main:
+        tmp = out / "summary.json.tmp"
+        tmp.write_text(json.dumps(summary, indent=2))
+        tmp.replace(out / "summary.json")
+    return summary
