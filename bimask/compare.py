@@ -10,7 +10,7 @@ Writes OUT/<run>.csv (one row per training run), OUT/<run>.md (the report) and O
 from __future__ import annotations
 
 import argparse
-import platform
+import math
 import sys
 import time
 from pathlib import Path
@@ -75,9 +75,7 @@ def run_grid(args, out: Path) -> pd.DataFrame:
                 file=sys.stderr,
                 flush=True,
             )
-    df = pd.DataFrame(rows, columns=COLUMNS)
-    df["host"] = f"{platform.node()} {platform.processor() or platform.machine()}"
-    return df
+    return pd.DataFrame(rows, columns=COLUMNS)
 
 
 def summarize(df: pd.DataFrame) -> pd.DataFrame:
@@ -94,20 +92,35 @@ def summarize(df: pd.DataFrame) -> pd.DataFrame:
     return table
 
 
+def _spread(*stds: float) -> float:
+    """Combined seed standard deviation of a difference of means (points)."""
+    return 100 * math.sqrt(sum(0.0 if pd.isna(s) else s * s for s in stds))
+
+
 def findings(table: pd.DataFrame) -> list[str]:
-    """The paper's claims, checked against the data (reported either way)."""
+    """The paper's claims, checked against the data (reported either way), with the seed spread."""
     lines = []
+    dense = table[table.method == "dense"]
     row = table[(table.method == "bimask") & (table.pattern == "2:4")]
-    if len(row):
+    if len(row) and len(dense):
         gap = float(row.gap_to_dense.iloc[0]) * 100
+        spread = _spread(row.top1_std.iloc[0], dense.top1_std.iloc[0])
         verdict = "holds" if gap >= -0.5 else "does NOT hold"
-        lines.append(f"Bi-Mask 2:4 vs dense: {gap:+.2f} points (claim: within 0.5) - {verdict}.")
+        lines.append(
+            f"Bi-Mask 2:4 vs dense: {gap:+.2f} points (claim: within 0.5) - {verdict}; "
+            f"seed spread of the difference {spread:.2f} points."
+        )
     for pattern in table.pattern.unique():
-        sub = table[table.pattern == pattern].set_index("method").top1_mean
+        sub = table[table.pattern == pattern].set_index("method")
         if {"bimask", "tmask"} <= set(sub.index):
-            diff = (sub["bimask"] - sub["tmask"]) * 100
+            diff = (sub.top1_mean["bimask"] - sub.top1_mean["tmask"]) * 100
+            spread = _spread(sub.top1_std["bimask"], sub.top1_std["tmask"])
             verdict = "holds" if diff >= 0 else "does NOT hold"
-            lines.append(f"Bi-Mask vs transposable at {pattern}: {diff:+.2f} points - {verdict}.")
+            noise = " (within the seed spread: not significant)" if abs(diff) < spread else ""
+            lines.append(
+                f"Bi-Mask vs transposable at {pattern}: {diff:+.2f} points +/- "
+                f"{spread:.2f} - {verdict}{noise}."
+            )
     return lines
 
 
@@ -156,7 +169,7 @@ def report(df: pd.DataFrame, run: str, out: Path, command: str) -> str:
         f"# Mask-method comparison: {run}",
         "",
         f"Model `{df.model.iloc[0]}` on `{df.dataset.iloc[0]}`, epochs {df.epochs.iloc[0]}, "
-        f"machine: `{df.host.iloc[0]}`, device `{df.device.iloc[0]}`.",
+        f"device `{df.device.iloc[0]}`.",
         "",
         f"Command: `{command}`",
         "",
@@ -191,14 +204,22 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--device", default="auto")
     p.add_argument("--out", default="results/accuracy")
     p.add_argument("--run", help="run name (default: <model>-<profile>-<date>)")
+    p.add_argument("--work-dir", default="runs/compare", help="per-run checkpoints and logs")
+    p.add_argument("--report-only", metavar="CSV", help="rebuild the report from a results CSV")
     args = p.parse_args(argv)
     out = Path(args.out)
     run = args.run or f"{args.model}-{'quick' if args.quick else 'full'}-{time.strftime('%Y%m%d')}"
-    try:
-        df = run_grid(args, out / f"{run}.work")
-    except (ValueError, FileNotFoundError, RuntimeError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    if args.report_only:
+        df = pd.read_csv(args.report_only)
+        run = args.run or Path(args.report_only).stem
+    else:
+        try:
+            t0 = time.perf_counter()
+            df = run_grid(args, Path(args.work_dir) / run)
+            print(f"grid wall time: {time.perf_counter() - t0:.0f} s", file=sys.stderr)
+        except (ValueError, FileNotFoundError, RuntimeError) as err:
+            print(f"error: {err}", file=sys.stderr)
+            return 2
     out.mkdir(parents=True, exist_ok=True)
     df.to_csv(out / f"{run}.csv", index=False)
     plot(df, summarize(df), out / f"{run}.png")

@@ -15,6 +15,7 @@ from torch.utils.data import DataLoader, DistributedSampler, TensorDataset
 from tqdm import tqdm
 
 from bimask.data import load_dataset
+from bimask.machine import describe
 from bimask.models import DEFAULT_OPTIMIZER, build_model
 from bimask.sparsify import sparsify
 from bimask.train import probes
@@ -210,7 +211,7 @@ def _summary(cfg, history, decisions, device, info, out: Path) -> dict:
         else 0.0,
         "bwd_kept_frac": history[-1]["bwd_kept_frac"] if history else None,
         "grad_gap": history[-1]["grad_gap"] if history else None,
-        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
+        "device": describe(device),
         "world_size": info.world_size,
         "layers": [d.__dict__ for d in decisions],
         "history": history,
