@@ -3,8 +3,9 @@
 SHELL := /bin/bash
 PY = $(shell scripts/ensure-env.sh)
 BENCH_OUT ?= results/bench
+TIER = $(shell $(PY) -c "import torch; print('gpu' if torch.cuda.is_available() else 'cpu')")
 
-.PHONY: install test bench lint format clean compare-masks
+.PHONY: install test bench bench-ci lint format clean compare-masks
 
 install:
 	@scripts/ensure-env.sh >/dev/null && echo "environment ready: $$(scripts/ensure-env.sh)"
@@ -14,8 +15,22 @@ test:
 
 bench:
 	mkdir -p $(BENCH_OUT)
+	@# a fresh cache each time (resume a killed run with: python -m suite bench --out DIR)
+	rm -f $(BENCH_OUT)/$(TIER)/cache.jsonl
+	$(PY) -m suite bench --tier auto --out $(BENCH_OUT)/$(TIER)
 	$(PY) -m pytest -q benchmarks --benchmark-only --benchmark-columns=min,median,iqr,rounds \
-		--benchmark-json=$(BENCH_OUT)/pytest-benchmark.json -s
+		--benchmark-json=$(BENCH_OUT)/pytest-benchmark-$(TIER).json -s
+
+# CI regression check on CPU: micro-benchmarks vs the committed pytest-benchmark baseline, and a
+# fresh quick sweep vs the committed results baseline (noise-aware; fails on a real slowdown).
+CI_BASE := results/ci
+bench-ci:
+	$(PY) -m pytest -q benchmarks/test_bench_ci.py --benchmark-only \
+		--benchmark-storage=file://$(CI_BASE)/pytest-benchmark --benchmark-compare=0001 \
+		--benchmark-compare-fail=median:35%
+	rm -rf $(BENCH_OUT)/ci-quick
+	$(PY) -m suite bench --tier cpu --quick --no-progress --out $(BENCH_OUT)/ci-quick
+	$(PY) -m suite compare $(CI_BASE)/suite-quick/results.csv $(BENCH_OUT)/ci-quick --threshold 0.3
 
 lint:
 	$(PY) -m ruff check bimask kernels suite tests benchmarks scripts

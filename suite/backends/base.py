@@ -1,0 +1,50 @@
+"""The GEMM backend interface: one small frozen record per implementation."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+
+from suite.problem import GemmInputs, GemmProblem
+from suite.space import Config, SearchSpace
+
+
+class BackendFailure(Exception):
+    """A config that cannot run; ``status`` is one of compile, launch, resources, unsupported."""
+
+    def __init__(self, status: str, reason: str):
+        super().__init__(reason)
+        self.status, self.reason = status, reason
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """What a backend returns for one (problem, config): a timed call and a checked call."""
+
+    run: Callable[[], object]  # the work that is timed
+    run_into: Callable[[torch.Tensor], None]  # writes the result into a (poisoned) buffer
+    sparse_path: bool  # True when the N:M structure is exploited (else labelled dense)
+
+
+@dataclass(frozen=True)
+class Backend:
+    """A GEMM implementation behind one call.
+
+    ``prepare(problem, inputs, config)`` does the untimed setup (compression, compile, plans) and
+    returns a :class:`Prepared`; it raises :class:`BackendFailure` for a config that cannot run.
+    """
+
+    name: str
+    device: str  # "cpu" or "cuda"
+    kind: str  # "dense" (ignores the mask) or "sparse"
+    prepare: Callable[[GemmProblem, GemmInputs, Config], Prepared]
+    space: Callable[[GemmProblem], SearchSpace]
+    supports: Callable[[GemmProblem], str | None] = lambda p: None  # None or why not
+    available: Callable[[], str | None] = lambda: None  # None or why not
+    version: Callable[[], str] = lambda: torch.__version__  # part of the cache key
+    dtypes: tuple[str, ...] = ("float32", "bfloat16", "float16")
+    description: str = ""
+    baseline: bool = False  # the dense reference the speed-ups are computed against
+    extra: dict = field(default_factory=dict)

@@ -1,0 +1,128 @@
+"""This project's kernels (kernels/) as suite backends: the N:M sparse GEMM and its dense twin.
+
+The sparse backend compresses A once per problem (setup, untimed; the compress kernel has its
+own rows) and times the GEMM. For the Bi-Mask bwd-data pass the permutation is realised as a
+tunable: ``gather`` (the kernel reads B's K axis through pi) or ``physical`` (B already in pi
+order, as when W's rows were reordered every perm_every steps).
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import torch
+
+from suite.backends.base import Backend, BackendFailure, Prepared
+from suite.problem import pattern_fits_hardware
+from suite.space import Config, SearchSpace
+
+
+def _available() -> str | None:
+    from kernels.registry import VARIANTS
+
+    return VARIANTS["nm_spmm"].is_available()
+
+
+def _space(name: str, problem) -> SearchSpace:
+    from kernels.registry import VARIANTS
+
+    base = VARIANTS[name].space()
+    tunables = dict(base.tunables)
+    if name != "dense_gemm" and problem.pass_ == "bwd-data" and problem.perm != "-":
+        tunables["perm_realisation"] = ("gather", "physical")
+    return SearchSpace(tunables, base.restrictions)
+
+
+def _kernel_config(config: Config) -> Config:
+    return Config.of({k: v for k, v in config.to_dict().items() if k != "perm_realisation"})
+
+
+def _sparse(problem, inputs, config) -> Prepared:
+    from kernels import compress
+    from kernels.ops import nm_gemm
+
+    realisation = config.to_dict().get("perm_realisation", "none")
+    a, b, perm = inputs.a, inputs.b, None
+    if inputs.perm is not None:
+        a = a.index_select(1, inputs.perm)  # k in pi order: consecutive N:M groups
+        if realisation == "physical":
+            b = b.index_select(1, inputs.perm).contiguous()
+        else:
+            perm = inputs.perm.int()
+    try:
+        comp = compress(a.cpu(), problem.pattern)
+    except ValueError as err:
+        raise BackendFailure("unsupported", str(err)) from None
+    comp = replace(comp, values=comp.values.to(a.device), meta=comp.meta.to(a.device))
+    kcfg = _kernel_config(config)
+    out = torch.empty(
+        problem.m,
+        problem.n,
+        device=a.device,
+        dtype=torch.float32 if kcfg["SPLIT_K"] > 1 else a.dtype,
+    )
+
+    def run():
+        return nm_gemm(comp, b, kcfg, perm=perm, out=out)
+
+    return Prepared(run, lambda o: o.copy_(run()), sparse_path=True)
+
+
+def _dense(problem, inputs, config) -> Prepared:
+    from kernels.ops import nm_gemm
+
+    kcfg = _kernel_config(config)
+    a, b = inputs.a, inputs.b
+    out = torch.empty(
+        problem.m,
+        problem.n,
+        device=a.device,
+        dtype=torch.float32 if kcfg["SPLIT_K"] > 1 else a.dtype,
+    )
+
+    def run():
+        return nm_gemm(a, b, kcfg, out=out)
+
+    return Prepared(run, lambda o: o.copy_(run()), sparse_path=False)
+
+
+def _sparse_supports(problem) -> str | None:
+    if problem.pattern == "dense":
+        return "dense GEMM (bwd-weight): no sparse operand"
+    if not pattern_fits_hardware(problem.pattern):
+        return f"{problem.pattern}: no sparse tensor-core path (use bimask_dense)"
+    return None
+
+
+def _version() -> str:
+    from kernels.build import nvcc_version, source_hash
+    from kernels.registry import VARIANTS
+
+    return f"{source_hash(VARIANTS['nm_spmm'])} {nvcc_version()}"
+
+
+OUR_BACKENDS = [
+    Backend(
+        "bimask_sparse",
+        "cuda",
+        "sparse",
+        _sparse,
+        lambda p: _space("nm_spmm", p),
+        supports=_sparse_supports,
+        available=_available,
+        version=_version,
+        dtypes=("bfloat16", "float16"),
+        description="this project's mma.sp m16n8k32 kernel (kernels/nm_gemm_sm80.cu)",
+    ),
+    Backend(
+        "bimask_dense",
+        "cuda",
+        "dense",
+        _dense,
+        lambda p: _space("dense_gemm", p),
+        available=_available,
+        version=_version,
+        dtypes=("bfloat16", "float16"),
+        description="the same kernel with dense A (mma.sync m16n8k16)",
+    ),
+]

@@ -1,0 +1,128 @@
+"""The Markdown report of a run: best configs, failures, mask quality, step view, plots."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+from tabulate import tabulate
+
+from suite.export import plot_speedups, plot_step
+from suite.step_view import step_view
+from suite.sweep import best_rows
+
+
+def _md(df: pd.DataFrame, floatfmt=".3g") -> str:
+    if df.empty:
+        return "_none_"
+    return tabulate(
+        df, headers="keys", tablefmt="github", showindex=False, floatfmt=floatfmt, missingval="-"
+    )
+
+
+def best_table(df: pd.DataFrame) -> pd.DataFrame:
+    best = best_rows(df)
+    if best.empty:
+        return best
+    ok = best[best.status == "ok"].copy()
+    cslt = ok[ok.backend == "cusparselt"].set_index(["layer", "pass", "pattern", "perm", "n"])
+    if len(cslt):
+        ok["vs_cusparselt"] = [
+            cslt.median_ms.get((r.layer, r["pass"], r.pattern, r.perm, r.n), float("nan"))
+            / r.median_ms
+            for _, r in ok.iterrows()
+        ]
+    ties = df[df.get("tie_with_best", False).astype(bool)] if "tie_with_best" in df else df[:0]
+    tie_count = ties.groupby(["layer", "pass", "pattern", "perm", "n", "backend"]).size()
+    ok["ties"] = [
+        int(tie_count.get((r.layer, r["pass"], r.pattern, r.perm, r.n, r.backend), 0))
+        for _, r in ok.iterrows()
+    ]
+    cols = [
+        "layer",
+        "pass",
+        "pattern",
+        "perm",
+        "m",
+        "n",
+        "k",
+        "backend",
+        "config",
+        "median_ms",
+        "tflops",
+        "speedup_vs_dense",
+        "vs_cusparselt",
+        "rel_error",
+        "sparse_path",
+        "ties",
+    ]
+    return ok[[c for c in cols if c in ok]].sort_values(
+        ["layer", "n", "pass", "pattern", "perm", "median_ms"]
+    )
+
+
+def write_report(df: pd.DataFrame, meta: dict, out_dir: str | Path, perm_every: int = 100) -> Path:
+    out = Path(out_dir)
+    best = best_table(df)
+    failures = df[df.status != "ok"]
+    fail_summary = (
+        failures.groupby(["backend", "status"])
+        .agg(rows=("status", "size"), example=("reason", "first"))
+        .reset_index()
+        if len(failures)
+        else failures
+    )
+    quality = df[df.op == "perm_search"]
+    quality = (
+        quality.assign(kept_pct=quality.get("kept_frac", 0) * 100)[
+            ["layer", "pattern", "perm", "kept_pct", "grad_gap", "median_ms"]
+        ].rename(columns={"median_ms": "search_ms"})
+        if len(quality)
+        else quality
+    )
+    step = step_view(df, perm_every)
+    plots = []
+    if len(best) and (p := plot_speedups(best_rows(df), out / "speedup.png")):
+        plots.append(p.name)
+    if p := plot_step(step, out / "step.png"):
+        plots.append(p.name)
+    dev = meta.get("device_before", {})
+    n_throttled = int(df["throttled"].fillna(False).astype(bool).sum()) if "throttled" in df else 0
+    lines = [
+        f"# Sparse GEMM sweep: {meta.get('tier', '?')} tier",
+        "",
+        f"- device: `{dev.get('name', '?')}` ({dev.get('kind', '?')}), driver "
+        f"`{dev.get('driver', '?')}`; throttled rows: {n_throttled}",
+        f"- commit `{meta.get('git_commit', '?')}`, {meta.get('timestamp', '?')}",
+        f"- command: `{meta.get('command', '?')}`",
+        f"- rows: {len(df)} ({int((df.status == 'ok').sum())} ok, {len(failures)} failed)",
+        "",
+        "## Best config per shape, pass, pattern and backend",
+        "",
+        "Speed-ups are over the dense baseline backend on the same device; TFLOP/s count the "
+        "dense-equivalent 2mnk. `sparse_path` False marks a dense implementation.",
+        "",
+        _md(best),
+        "",
+        "## Projected training step per layer",
+        "",
+        f"Permutation search amortised over perm_every={perm_every} steps.",
+        "",
+        _md(step),
+        "",
+        "## Backward-mask quality by permutation strategy",
+        "",
+        "kept_pct: forward-kept weights that survive into the backward mask; grad_gap: relative "
+        "error of dX = dY(W*Mb) against dY(W*Mf).",
+        "",
+        _md(quality),
+        "",
+        "## Failed configs (recorded, not fatal)",
+        "",
+        _md(fail_summary),
+        "",
+    ]
+    lines += [f"![{p}]({p})" for p in plots]
+    path = out / "report.md"
+    path.write_text("\n".join(lines) + "\n")
+    return path

@@ -1,0 +1,194 @@
+"""Sweeps: shapes x patterns x passes x permutation strategies x backends, plus mask costs.
+
+Every measurement goes through the cache, so a killed sweep resumes where it stopped.
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass, field
+
+import pandas as pd
+import torch
+from tqdm import tqdm
+
+from bimask import bimask_backward_mask, find_permutation, nm_mask, permutation_score
+from suite.backends import BACKENDS
+from suite.cache import ResultCache
+from suite.problem import GemmProblem, Layer, problems_for_layer
+from suite.store import add_speedups
+from suite.timing import measure
+from suite.tuner import TuneSettings, mark_best, tune
+
+
+@dataclass(frozen=True)
+class SweepSpec:
+    layers: tuple[Layer, ...]
+    patterns: tuple[str, ...]
+    perms: tuple[str, ...]
+    backends: tuple[str, ...]
+    dtype: str
+    device: str
+    settings: TuneSettings = field(default_factory=TuneSettings)
+    perm_every: int = 100  # permutation search cost is amortised over this many steps
+
+
+def gemm_tasks(spec: SweepSpec) -> list[tuple[GemmProblem, str]]:
+    seen, tasks = set(), []
+    for layer in spec.layers:
+        for pattern in spec.patterns:
+            for problem in problems_for_layer(layer, pattern, spec.dtype, spec.perms):
+                for backend in spec.backends:
+                    if (problem, backend) not in seen:
+                        seen.add((problem, backend))
+                        tasks.append((problem, backend))
+    return tasks
+
+
+def mask_tasks(spec: SweepSpec) -> list[tuple[Layer, str, str]]:
+    return [
+        (layer, pattern, perm)
+        for layer in dict.fromkeys(Layer(lay.name, lay.out, lay.inp, 0) for lay in spec.layers)
+        for pattern in spec.patterns
+        for perm in spec.perms
+    ]
+
+
+def _overhead_row(
+    op: str, layer: Layer, pattern: str, perm: str, device: str, timing, **extra
+) -> dict:
+    return {
+        "op": op,
+        "layer": layer.name,
+        "backend": "bimask",
+        "backend_kind": "mask",
+        "pass": "mask",
+        "pattern": pattern,
+        "perm": perm,
+        "m": layer.out,
+        "n": 0,
+        "k": layer.inp,
+        "dtype": "float32",
+        "config": "{}",
+        "status": "ok",
+        "reason": "",
+        "median_ms": timing.median_ms,
+        "iqr_ms": timing.iqr_ms,
+        "min_ms": timing.min_ms,
+        "reps": timing.reps,
+        "converged": timing.converged,
+        "tflops": float("nan"),
+        "rel_error": float("nan"),
+        "device": device,
+        **extra,
+    }
+
+
+def mask_rows(layer: Layer, pattern: str, perm: str, spec: SweepSpec) -> list[dict]:
+    """Mask quality and cost on a random Gaussian weight of the layer's shape."""
+    device, budget = spec.device, spec.settings.budget_s
+    g = torch.Generator().manual_seed(0)
+    w = torch.randn(layer.out, layer.inp, generator=g).to(device)
+    mf = nm_mask(w, pattern)
+    t_search = measure(
+        lambda: find_permutation(w, mf, pattern, perm),
+        device=device,
+        budget_s=budget,
+        min_reps=3,
+        target_rse=0.05,
+    )
+    pi = find_permutation(w, mf, pattern, perm)
+    mb = bimask_backward_mask(w, mf, pattern, pi)
+    dy = torch.randn(64, layer.out, generator=g).to(device)
+    exact = dy @ (w * mf)
+    gap = float((dy @ (w * mb) - exact).norm() / exact.norm())
+    kept = permutation_score(mf, pattern, pi) / int(mf.sum())
+    rows = [
+        _overhead_row(
+            "perm_search", layer, pattern, perm, device, t_search, kept_frac=kept, grad_gap=gap
+        )
+    ]
+    if perm == spec.perms[0]:  # per-step mask costs do not depend on the strategy
+        t_f = measure(lambda: nm_mask(w, pattern), device=device, budget_s=budget, min_reps=3)
+        t_b = measure(
+            lambda: bimask_backward_mask(w, mf, pattern, pi),
+            device=device,
+            budget_s=budget,
+            min_reps=3,
+        )
+        rows += [
+            _overhead_row("nm_mask", layer, pattern, "-", device, t_f),
+            _overhead_row("backward_mask", layer, pattern, "-", device, t_b),
+        ]
+        if "torch_csr" in spec.backends:
+            a = (w * mf).cpu()
+            t_c = measure(a.to_sparse_csr, budget_s=budget, min_reps=3)
+            rows.append(
+                _overhead_row(
+                    "compress", layer, pattern, "-", "cpu", t_c, compress_backend="torch_csr"
+                )
+            )
+    return rows
+
+
+def _cached_mask_rows(cache, layer, pattern, perm, spec) -> list[dict]:
+    key = {
+        "op": "mask_rows",
+        "layer": layer.name,
+        "out": layer.out,
+        "in": layer.inp,
+        "pattern": pattern,
+        "perm": perm,
+        "backends": sorted(spec.backends),
+    }
+    hit = cache.get(key) if cache is not None else None
+    if hit is not None:
+        return hit["rows"]
+    rows = mask_rows(layer, pattern, perm, spec)
+    if cache is not None:
+        cache.put(key, {"rows": rows})
+    return rows
+
+
+def run_sweep(
+    spec: SweepSpec,
+    cache: ResultCache | None = None,
+    shard: tuple[int, int] = (0, 1),
+    progress: bool = True,
+) -> pd.DataFrame:
+    """Run (this shard of) the sweep; returns one row per measurement, failures included."""
+    index, count = shard
+    work = [("gemm", t) for t in gemm_tasks(spec)] + [("mask", t) for t in mask_tasks(spec)]
+    work = work[index::count]
+    rows: list[dict] = []
+    bar = tqdm(work, desc="sweep", disable=not progress, file=sys.stderr, dynamic_ncols=True)
+    for kind, task in bar:
+        if kind == "gemm":
+            problem, backend = task
+            bar.set_postfix_str(f"{problem.layer} {problem.pass_} {problem.pattern} {backend}")
+            rows += tune(problem, BACKENDS[backend], cache, spec.settings, spec.device)
+        else:
+            layer, pattern, perm = task
+            bar.set_postfix_str(f"{layer.name} masks {pattern} {perm}")
+            rows += _cached_mask_rows(cache, layer, pattern, perm, spec)
+    df = pd.DataFrame(rows)
+    if df.empty:
+        return df
+    df["baseline"] = df.backend.map(
+        lambda b: bool(BACKENDS[b].baseline) if b in BACKENDS else False
+    )
+    return add_speedups(df)
+
+
+def best_rows(df: pd.DataFrame) -> pd.DataFrame:
+    """The best config of every (problem, backend), re-marked after merging shards."""
+    gemm = df[df.op.isin(["nm_gemm", "gemm"])]
+    groups = []
+    for _, g in gemm.groupby(
+        ["layer", "pass", "pattern", "perm", "m", "n", "k", "dtype", "backend", "device"],
+        dropna=False,
+    ):
+        recs = g.to_dict("records")
+        mark_best(recs)
+        groups += [r for r in recs if r["is_best"]]
+    return pd.DataFrame(groups)

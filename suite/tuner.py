@@ -1,0 +1,180 @@
+"""The tuner: verify each config against the reference, then time it; failures become rows."""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+
+import torch
+
+from suite.backends.base import Backend, BackendFailure
+from suite.cache import ResultCache
+from suite.device import capture, throttled
+from suite.problem import DTYPES, TOLERANCE, GemmInputs, GemmProblem, make_inputs, reference
+from suite.problem import relative_error as rel_err
+from suite.space import Config
+from suite.strategies import Objective, run_strategy
+from suite.timing import measure
+
+STATUSES = ("ok", "unsupported", "compile", "launch", "resources", "wrong_answer", "timeout")
+
+
+@dataclass(frozen=True)
+class TuneSettings:
+    strategy: str = "brute_force"
+    max_evals: int | None = None
+    max_seconds: float | None = None
+    seed: int = 0
+    target_rse: float = 0.01
+    budget_s: float = 1.0  # timing budget per config
+    min_reps: int = 5
+    timeout_s: float = 30.0  # a config whose checked run takes longer is recorded as a timeout
+
+
+def base_row(problem: GemmProblem, backend: Backend, config: Config | None, device: str) -> dict:
+    return {
+        **problem.key(),
+        "backend": backend.name,
+        "backend_kind": backend.kind,
+        "config": config.to_json() if config is not None else "{}",
+        "status": "ok",
+        "reason": "",
+        "median_ms": math.nan,
+        "iqr_ms": math.nan,
+        "min_ms": math.nan,
+        "reps": 0,
+        "converged": False,
+        "tflops": math.nan,
+        "rel_error": math.nan,
+        "sparse_path": backend.kind == "sparse",
+        "throttled": False,
+        "device": device,
+    }
+
+
+def _failed(row: dict, status: str, reason: str) -> dict:
+    row.update(status=status, reason=reason[:300])
+    return row
+
+
+def _sync(device: str) -> None:
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def evaluate(
+    problem: GemmProblem,
+    backend: Backend,
+    config: Config,
+    inputs: GemmInputs,
+    ref: torch.Tensor,
+    settings: TuneSettings,
+    device: str,
+) -> dict:
+    """Prepare, check on a poisoned output, then time one config. Never raises."""
+    row = base_row(problem, backend, config, device)
+    try:
+        prepared = backend.prepare(problem, inputs, config)
+    except BackendFailure as f:
+        return _failed(row, f.status, f.reason)
+    except torch.cuda.OutOfMemoryError as err:
+        return _failed(row, "resources", str(err))
+    except Exception as err:  # a kernel that does not build is a compile failure
+        return _failed(row, "compile", f"{type(err).__name__}: {err}")
+    out = torch.full((problem.m, problem.n), math.nan, dtype=DTYPES[problem.dtype], device=device)
+    t0 = time.perf_counter()
+    try:
+        prepared.run_into(out)
+        _sync(device)
+    except torch.cuda.OutOfMemoryError as err:
+        return _failed(row, "resources", str(err))
+    except Exception as err:
+        return _failed(row, "launch", f"{type(err).__name__}: {err}")
+    if time.perf_counter() - t0 > settings.timeout_s:
+        return _failed(row, "timeout", f"checked run took more than {settings.timeout_s} s")
+    err = rel_err(out, ref)
+    row.update(rel_error=err, sparse_path=prepared.sparse_path)
+    if not err <= TOLERANCE[problem.dtype]:
+        return _failed(
+            row,
+            "wrong_answer",
+            f"relative error {err:.3g} > {TOLERANCE[problem.dtype]} for {problem.dtype}",
+        )
+    before = capture(device)
+    timing = measure(
+        prepared.run,
+        device=device,
+        target_rse=settings.target_rse,
+        budget_s=settings.budget_s,
+        min_reps=settings.min_reps,
+    )
+    after = capture(device)
+    row.update(
+        median_ms=timing.median_ms,
+        iqr_ms=timing.iqr_ms,
+        min_ms=timing.min_ms,
+        reps=timing.reps,
+        converged=timing.converged,
+        tflops=problem.flops / (timing.median_ms * 1e-3) / 1e12,
+        throttled=throttled(before, after),
+    )
+    return row
+
+
+def mark_best(rows: list[dict]) -> None:
+    """Flag the fastest ok row, and every row within the noise of it as a tie."""
+    ok = [r for r in rows if r["status"] == "ok"]
+    for r in rows:
+        r["is_best"] = r["tie_with_best"] = False
+    if not ok:
+        return
+    best = min(ok, key=lambda r: r["median_ms"])
+    best["is_best"] = True
+    for r in ok:
+        if (
+            r is not best
+            and r["median_ms"] - best["median_ms"] <= (best["iqr_ms"] + r["iqr_ms"]) / 2
+        ):
+            r["tie_with_best"] = True
+
+
+def tune(
+    problem: GemmProblem,
+    backend: Backend,
+    cache: ResultCache | None = None,
+    settings: TuneSettings = TuneSettings(),
+    device: str = "cpu",
+) -> list[dict]:
+    """Search the backend's space for ``problem``; returns one row per evaluated config."""
+    why = backend.supports(problem) or (
+        None if problem.dtype in backend.dtypes else f"{backend.name} does not run {problem.dtype}"
+    )
+    if why:
+        row = _failed(base_row(problem, backend, None, device), "unsupported", why)
+        mark_best([row])
+        return [row]
+    inputs: GemmInputs | None = None
+    ref = None
+    base_key = {**problem.key(), "backend": backend.name, "backend_version": backend.version()}
+    rows: list[dict] = []
+
+    def cost(config: Config) -> float:
+        nonlocal inputs, ref
+        key = {**base_key, "config": config.to_dict()}
+        row = cache.get(key) if cache is not None else None
+        if row is None:
+            if inputs is None:  # built lazily: a fully cached problem costs nothing
+                inputs = make_inputs(problem, device)
+                ref = reference(inputs)
+            row = evaluate(problem, backend, config, inputs, ref, settings, device)
+            if cache is not None:
+                cache.put(key, row)
+        row = dict(row)
+        rows.append(row)
+        return row["median_ms"] if row["status"] == "ok" else math.inf
+
+    objective = Objective(cost, settings.max_evals, settings.max_seconds)
+    run_strategy(settings.strategy, backend.space(problem), objective, settings.seed)
+    mark_best(rows)
+    return rows

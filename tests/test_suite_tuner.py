@@ -1,0 +1,124 @@
+import math
+
+import pytest
+import torch
+
+from suite.backends import Backend, BackendFailure, Prepared, get_backend
+from suite.cache import CacheMismatchError, ResultCache
+from suite.problem import GemmProblem, make_inputs, reference
+from suite.space import SearchSpace
+from suite.tuner import TuneSettings, tune
+
+PROBLEM = GemmProblem("nm_gemm", "fwd", 64, 32, 128, "float32", "2:4")
+FAST = TuneSettings(budget_s=0.02, min_reps=3)
+
+
+def _faulty_prepare(problem, inputs, config):
+    mode = config["mode"]
+    if mode == "unsupported":
+        raise BackendFailure("unsupported", "this tile does not fit")
+    if mode == "compile":
+        raise RuntimeError("ptxas error: too many registers")
+    a, bt = inputs.a, inputs.b.t()
+    if mode == "launch":
+
+        def boom(out):
+            raise RuntimeError("an illegal memory access was encountered")
+
+        return Prepared(lambda: None, boom, sparse_path=True)
+    if mode == "wrong":
+        return Prepared(lambda: None, lambda out: out.copy_(a @ bt + 1.0), sparse_path=True)
+    if mode == "partial":  # leaves part of the poisoned output untouched
+        return Prepared(lambda: None, lambda out: out[:, :-1].copy_((a @ bt)[:, :-1]), True)
+    return Prepared(lambda: a @ bt, lambda out: torch.matmul(a, bt, out=out), sparse_path=True)
+
+
+FAULTY = Backend(
+    "faulty",
+    "cpu",
+    "sparse",
+    _faulty_prepare,
+    lambda p: SearchSpace({"mode": ("ok", "unsupported", "compile", "launch", "wrong", "partial")}),
+)
+
+
+def test_failing_configs_become_rows_and_the_sweep_goes_on():
+    rows = tune(PROBLEM, FAULTY, None, FAST)
+    status = {eval(r["config"].replace("true", "True"))["mode"]: r for r in rows}  # noqa: S307
+    assert status["ok"]["status"] == "ok" and status["ok"]["is_best"]
+    assert status["unsupported"]["status"] == "unsupported"
+    assert status["compile"]["status"] == "compile" and "ptxas" in status["compile"]["reason"]
+    assert status["launch"]["status"] == "launch"
+    assert status["wrong"]["status"] == "wrong_answer"
+    assert status["partial"]["status"] == "wrong_answer"  # the poisoned NaNs are caught
+    assert math.isnan(status["wrong"]["median_ms"])
+
+
+def test_real_backends_verify_and_time():
+    for name in ("torch_dense", "torch_masked", "torch_tiled", "torch_csr"):
+        rows = tune(PROBLEM, get_backend(name), None, FAST)
+        ok = [r for r in rows if r["status"] == "ok"]
+        assert ok and all(r["rel_error"] < 1e-4 and r["median_ms"] > 0 for r in ok), name
+        assert sum(r["is_best"] for r in rows) == 1
+
+
+def test_unsupported_problem_is_one_row():
+    rows = tune(
+        GemmProblem("gemm", "bwd-weight", 32, 32, 64, "float32", "dense"),
+        get_backend("torch_csr"),
+        None,
+        FAST,
+    )
+    assert len(rows) == 1 and rows[0]["status"] == "unsupported"
+
+
+def test_inputs_are_fresh_random_and_masked():
+    inputs = make_inputs(PROBLEM)
+    assert (inputs.b != 0).all() and inputs.a.abs().sum() > 0
+    assert (inputs.a.reshape(64, 32, 4).ne(0).sum(-1) <= 2).all()
+    bwd = GemmProblem("nm_gemm", "bwd-data", 64, 32, 128, "float32", "2:4", perm="greedy")
+    got = make_inputs(bwd)
+    groups = got.mask[:, got.perm].reshape(64, 32, 4).sum(-1)  # N:M along k in pi order
+    assert (groups <= 2).all()
+    assert torch.allclose(reference(got).float(), got.a @ got.b.t(), atol=1e-4)
+
+
+def test_cache_makes_a_rerun_free(tmp_path):
+    cache = ResultCache(tmp_path / "c.jsonl", {"device": "x"})
+    first = tune(PROBLEM, get_backend("torch_tiled"), cache, FAST)
+    calls = []
+    spy = Backend(
+        "torch_tiled", "cpu", "dense", lambda *a: calls.append(a), get_backend("torch_tiled").space
+    )
+    second = tune(PROBLEM, spy, ResultCache(tmp_path / "c.jsonl", {"device": "x"}), FAST)
+    assert not calls
+    assert [r["median_ms"] for r in first] == [r["median_ms"] for r in second]
+
+
+def test_corrupt_lines_are_skipped_and_a_torn_tail_is_cut(tmp_path):
+    path = tmp_path / "c.jsonl"
+    cache = ResultCache(path, {"device": "x"})
+    for i in range(3):
+        cache.put({"i": i}, {"v": i})
+    lines = path.read_text().splitlines(keepends=True)
+    path.write_text(lines[0] + lines[1] + "{not json\n" + lines[2] + lines[3] + '{"type": "ro')
+    with pytest.warns(UserWarning) as record:
+        again = ResultCache(path, {"device": "x"})
+    messages = " ".join(str(w.message) for w in record)
+    assert "torn last line" in messages and "corrupt line" in messages
+    assert [again.get({"i": i}) for i in range(3)] == [{"v": 0}, {"v": 1}, {"v": 2}]
+    again.put({"i": 3}, {"v": 3})
+    with pytest.warns(UserWarning) as record:  # the torn tail is gone; the corrupt line stays
+        reopened = ResultCache(path, {"device": "x"})
+    assert [str(w.message) for w in record if "torn" in str(w.message)] == []
+    assert any("corrupt line" in str(w.message) for w in record)
+    assert reopened.get({"i": 3}) == {"v": 3} and len(reopened) == 4
+    assert path.read_text().endswith("\n")
+
+
+def test_cache_from_another_device_is_refused_but_replayable(tmp_path):
+    path = tmp_path / "c.jsonl"
+    ResultCache(path, {"device": "NVIDIA H100"}).put({"k": 1}, {"v": 1})
+    with pytest.raises(CacheMismatchError, match="H100"):
+        ResultCache(path, {"device": "AMD EPYC"})
+    assert ResultCache(path, None, replay=True).get({"k": 1}) == {"v": 1}
