@@ -1,0 +1,85 @@
+"""python -m kernels {list,compile}: the registered variants, and a compile + SASS check.
+
+Examples:
+  python -m kernels list
+  python -m kernels compile --arch sm_80 --arch sm_90a
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from kernels.build import CompileError, compile_variant, count_matching, sass_instructions
+from kernels.registry import VARIANTS
+
+
+def cmd_list(args) -> int:
+    for v in VARIANTS.values():
+        space = v.space()
+        print(f"{v.name}: {v.description}")
+        print(
+            f"  source {v.source} :: {v.symbol}; sparse tensor cores: {v.sparse}; "
+            f"min compute capability {v.min_cc[0]}.{v.min_cc[1]}"
+        )
+        print(f"  patterns: {v.patterns}; dtypes: {', '.join(v.dtypes)}")
+        print(
+            f"  tunables ({len(space)} configs after restrictions, "
+            f"{space.size_unrestricted} before):"
+        )
+        for name, values in v.tunables.items():
+            print(f"    {name}: {list(values)}")
+        print(f"  default: {v.default().to_json()}; available here: {v.is_available() or 'yes'}")
+    return 0
+
+
+def cmd_compile(args) -> int:
+    failures = 0
+    for v in VARIANTS.values():
+        configs = v.corners() if not args.default_only else [v.default()]
+        for arch in args.arch:
+            counts = []
+            for config in configs:
+                try:
+                    built = compile_variant(v, config, arch)
+                    sass = sass_instructions(built.cubin)
+                except CompileError as err:
+                    print(f"FAIL {v.name} {arch} {config.to_json()}: {err}")
+                    failures += 1
+                    continue
+                want = count_matching(sass, v.sass_instruction) if v.sass_instruction else None
+                counts.append(want)
+                if v.sparse and not want:
+                    print(
+                        f"FAIL {v.name} {arch} {config.to_json()}: no {v.sass_instruction} in SASS"
+                    )
+                    failures += 1
+            label = v.sass_instruction or "no tensor-core instruction expected"
+            print(f"{v.name:<20} {arch:<7} {len(configs)} configs  {label}: {counts}")
+    if failures:
+        print(f"{failures} failure(s)")
+        return 1
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(
+        prog="python -m kernels",
+        description=__doc__.split("\n")[0],
+        epilog=__doc__.split("\n", 2)[2],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    sub = p.add_subparsers(dest="command", required=True)
+    sub.add_parser("list", help="the registered variants").set_defaults(func=cmd_list)
+    c = sub.add_parser("compile", help="nvcc-compile every variant and count its MMA instructions")
+    c.add_argument("--arch", action="append", help="sm_80, sm_90a (repeatable)")
+    c.add_argument("--default-only", action="store_true", help="skip the tunable-space corners")
+    c.set_defaults(func=cmd_compile)
+    args = p.parse_args(argv)
+    if getattr(args, "arch", None) is None and args.command == "compile":
+        args.arch = ["sm_80", "sm_90a"]
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

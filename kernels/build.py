@@ -1,0 +1,131 @@
+"""Compile kernel variants with nvcc (cached by source hash + defines + arch + nvcc version),
+and inspect their SASS (cuobjdump) for the tensor-core instructions they must contain."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import shutil
+import subprocess
+import sysconfig
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+
+from kernels.registry import CUDA_DIR, KernelVariant
+from suite.space import Config
+
+CACHE_DIR = Path(os.environ.get("BIMASK_KERNEL_CACHE", Path.home() / ".cache" / "bimask-kernels"))
+
+
+class CompileError(RuntimeError):
+    pass
+
+
+@cache
+def nvcc_path() -> str | None:
+    found = shutil.which("nvcc")
+    if found:
+        return found
+    cuda = Path(os.environ.get("CUDA_HOME", "/usr/local/cuda")) / "bin" / "nvcc"
+    return str(cuda) if cuda.exists() else None
+
+
+@cache
+def nvcc_version() -> str:
+    if not nvcc_path():
+        return "none"
+    out = subprocess.run([nvcc_path(), "--version"], capture_output=True, text=True).stdout
+    return out.strip().splitlines()[-1] if out else "unknown"
+
+
+def _tool(name: str) -> str | None:
+    """A CUDA binary tool from PATH, CUDA_HOME, or the nvidia-cuda-* wheels in site-packages."""
+    if found := shutil.which(name):
+        return found
+    for base in (
+        Path(os.environ.get("CUDA_HOME", "/usr/local/cuda")) / "bin",
+        Path(sysconfig.get_paths()["purelib"]) / "nvidia" / "cu13" / "bin",
+    ):
+        if (base / name).exists():
+            return str(base / name)
+    return None
+
+
+def source_hash(variant: KernelVariant) -> str:
+    h = hashlib.sha256()
+    for path in sorted(CUDA_DIR.glob("*.cu*")):  # the source and the headers it may include
+        h.update(path.name.encode() + path.read_bytes())
+    return h.hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class Built:
+    variant: str
+    arch: str
+    config: Config
+    cubin: Path
+    cached: bool
+
+
+def compile_variant(
+    variant: KernelVariant,
+    config: Config,
+    arch: str = "sm_80",
+    dtype: str = "bfloat16",
+    extra: dict | None = None,
+) -> Built:
+    """nvcc -cubin for one config (plus ``extra`` defines); the result is cached on disk."""
+    if not nvcc_path():
+        raise CompileError("nvcc not found: install the CUDA toolkit or set CUDA_HOME")
+    defines = {**variant.defines(config, dtype), **(extra or {})}
+    key = hashlib.sha256(
+        f"{source_hash(variant)}|{sorted(defines.items())}|{arch}|{nvcc_version()}".encode()
+    ).hexdigest()[:24]
+    out = CACHE_DIR / f"{variant.name}-{arch}-{key}.cubin"
+    if out.exists():
+        return Built(variant.name, arch, config, out, True)
+    CACHE_DIR.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_suffix(f".{os.getpid()}.tmp")
+    cmd = [
+        nvcc_path(),
+        f"-arch={arch}",
+        "-cubin",
+        "-O3",
+        "-std=c++17",
+        "-o",
+        str(tmp),
+        *(f"-D{k}={v}" for k, v in sorted(defines.items())),
+        str(variant.path),
+    ]
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    if proc.returncode != 0:
+        tmp.unlink(missing_ok=True)
+        raise CompileError(
+            f"{variant.name} {config.to_json()} {arch}: {proc.stderr.strip()[-800:]}"
+        )
+    tmp.replace(out)
+    return Built(variant.name, arch, config, out, False)
+
+
+def sass_instructions(cubin: Path) -> dict[str, int]:
+    """Opcode counts of the cubin's SASS (needs cuobjdump + nvdisasm)."""
+    cuobjdump, nvdisasm = _tool("cuobjdump"), _tool("nvdisasm")
+    if not cuobjdump or not nvdisasm:
+        raise CompileError(
+            "cuobjdump/nvdisasm not found: pip install nvidia-cuda-cuobjdump "
+            "nvidia-cuda-nvdisasm (the dev extra)"
+        )
+    env = dict(os.environ, PATH=f"{Path(nvdisasm).parent}:{os.environ.get('PATH', '')}")
+    proc = subprocess.run([cuobjdump, "-sass", str(cubin)], capture_output=True, text=True, env=env)
+    if proc.returncode != 0:
+        raise CompileError(f"cuobjdump failed on {cubin}: {proc.stderr.strip()[-400:]}")
+    counts: dict[str, int] = {}
+    for op in re.findall(r"/\*[0-9a-f]{4}\*/\s+(?:@!?U?P\w+\s+)?([A-Z][A-Z0-9_.]+)", proc.stdout):
+        counts[op] = counts.get(op, 0) + 1
+    return counts
+
+
+def count_matching(counts: dict[str, int], prefix: str) -> int:
+    return sum(n for op, n in counts.items() if op.startswith(prefix))

@@ -1,0 +1,245 @@
+// C (M x N) = A (M x K) . B^T with B (N x K) K-contiguous, on tensor cores (sm_80+).
+// SPARSE=1: A arrives compressed (kernels/format.py): values (MP x KP/2) and fragment-native
+//   metadata (MP/32, KP/32, 32) uint32; one mma.sp::ordered_metadata m16n8k32 per 16x8 output
+//   tile and 32 dense K, the metadata word of lane l serving two m16 tiles (selector 0 and 1).
+// SPARSE=0: A dense (M x K, leading dimension lda); two mma.sync m16n8k16 per 32 K. Everything
+//   else (tiling, cp.async pipeline, epilogue) is the same code, so the two compare like for like.
+// Tunables (#defines): BLOCK_M, BLOCK_N, BLOCK_K, WARPS_M, WARPS_N, STAGES, SMEM_PAD, SPLIT_K,
+// GATHER_B (B's K axis read through a permutation), DTYPE_BF16, OUT_F32, TRANS_C.
+#include "common.cuh"
+
+#ifndef BLOCK_M
+#define BLOCK_M 128
+#endif
+#ifndef BLOCK_N
+#define BLOCK_N 128
+#endif
+#ifndef BLOCK_K
+#define BLOCK_K 64  // dense K per pipeline stage, a multiple of 32
+#endif
+#ifndef WARPS_M
+#define WARPS_M 2
+#endif
+#ifndef WARPS_N
+#define WARPS_N 2
+#endif
+#ifndef STAGES
+#define STAGES 3
+#endif
+#ifndef SMEM_PAD
+#define SMEM_PAD 8  // elements added to each smem row against bank conflicts
+#endif
+#ifndef GATHER_B
+#define GATHER_B 0
+#endif
+#ifndef SPARSE
+#define SPARSE 1
+#endif
+
+#define THREADS (WARPS_M * WARPS_N * 32)
+#define WARP_M (BLOCK_M / WARPS_M)
+#define WARP_N (BLOCK_N / WARPS_N)
+#define MT (WARP_M / 16)
+#define NT (WARP_N / 8)
+#if SPARSE
+#define A_LD (BLOCK_K / 2 + SMEM_PAD)
+#define E_WORDS ((BLOCK_M / 32) * (BLOCK_K / 32) * 32)
+#else
+#define A_LD (BLOCK_K + SMEM_PAD)
+#define E_WORDS 4
+#endif
+#define B_LD (BLOCK_K + SMEM_PAD)
+
+static_assert(BLOCK_K % 32 == 0, "BLOCK_K must be a multiple of 32");
+static_assert(WARP_M % 32 == 0, "a warp covers whole 32-row metadata tiles");
+static_assert(WARP_N % 8 == 0, "a warp covers whole n8 tiles");
+static_assert(SMEM_PAD % 8 == 0, "rows must stay 16-byte aligned");
+
+struct Stage {
+    elem_t a[BLOCK_M * A_LD];
+    elem_t b[BLOCK_N * B_LD];
+    uint32_t e[E_WORDS];
+};
+
+__device__ __forceinline__ void mma_sp(float (&d)[4], const uint32_t (&a)[4], const uint32_t (&b)[4],
+                                       uint32_t e, int selector) {
+    if (selector == 0) {
+        asm volatile(
+            "mma.sp::ordered_metadata.sync.aligned.m16n8k32.row.col.f32." MMA_TYPE "." MMA_TYPE
+            ".f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9,%10,%11}, {%0,%1,%2,%3}, %12, 0x0;\n"
+            : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+            : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]), "r"(b[2]),
+              "r"(b[3]), "r"(e));
+    } else {
+        asm volatile(
+            "mma.sp::ordered_metadata.sync.aligned.m16n8k32.row.col.f32." MMA_TYPE "." MMA_TYPE
+            ".f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9,%10,%11}, {%0,%1,%2,%3}, %12, 0x1;\n"
+            : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+            : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]), "r"(b[2]),
+              "r"(b[3]), "r"(e));
+    }
+}
+
+__device__ __forceinline__ void mma_dense(float (&d)[4], const uint32_t (&a)[4], uint32_t b0,
+                                          uint32_t b1) {
+    asm volatile(
+        "mma.sync.aligned.m16n8k16.row.col.f32." MMA_TYPE "." MMA_TYPE
+        ".f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
+        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
+
+// Issue the loads of one K tile (dense columns k0 .. k0+BLOCK_K) into a stage.
+__device__ __forceinline__ void load_tile(Stage& s, const elem_t* __restrict__ A_vals,
+                                          const uint32_t* __restrict__ E,
+                                          const elem_t* __restrict__ B, const int* __restrict__ perm,
+                                          int M, int N, int K, int MP, int KP, int lda, int ldb,
+                                          int m0, int n0, int k0) {
+    const int tid = threadIdx.x;
+#if SPARSE
+    // A values: BLOCK_M rows x BLOCK_K/2 elements, 8 elements per 16-byte chunk
+    constexpr int A_CHUNKS = BLOCK_M * (BLOCK_K / 16);
+    for (int c = tid; c < A_CHUNKS; c += THREADS) {
+        int r = c / (BLOCK_K / 16), col = (c % (BLOCK_K / 16)) * 8;
+        bool ok = (m0 + r < MP) && (k0 / 2 + col < KP / 2);
+        const elem_t* src = ok ? A_vals + (long)(m0 + r) * (KP / 2) + k0 / 2 + col : A_vals;
+        cp_async16(&s.a[r * A_LD + col], src, ok);
+    }
+    // metadata: the (BLOCK_M/32) x (BLOCK_K/32) words-of-32 this block needs, 4 words per chunk
+    constexpr int E_CHUNKS = E_WORDS / 4;
+    for (int c = tid; c < E_CHUNKS; c += THREADS) {
+        int w = c * 4, mt = w / ((BLOCK_K / 32) * 32), kt = (w / 32) % (BLOCK_K / 32), lane = w % 32;
+        int gmt = m0 / 32 + mt, gkt = k0 / 32 + kt;
+        bool ok = (gmt < MP / 32) && (gkt < KP / 32);
+        const uint32_t* src = ok ? E + ((long)gmt * (KP / 32) + gkt) * 32 + lane : E;
+        cp_async16(&s.e[w], src, ok);
+    }
+#else
+    // dense A: BLOCK_M rows x BLOCK_K elements (K a multiple of 8: whole 16-byte chunks)
+    constexpr int A_CHUNKS = BLOCK_M * (BLOCK_K / 8);
+    for (int c = tid; c < A_CHUNKS; c += THREADS) {
+        int r = c / (BLOCK_K / 8), col = (c % (BLOCK_K / 8)) * 8;
+        bool ok = (m0 + r < M) && (k0 + col < K);
+        const elem_t* src = ok ? A_vals + (long)(m0 + r) * lda + k0 + col : A_vals;
+        cp_async16(&s.a[r * A_LD + col], src, ok);
+    }
+#endif
+    // B beyond K is zero-filled: padding in A is zero, and 0 * garbage could be NaN
+#if GATHER_B
+    // B columns through the permutation: element loads, no 16-byte vectors along K
+    for (int i = tid; i < BLOCK_N * BLOCK_K; i += THREADS) {
+        int r = i / BLOCK_K, kk = i % BLOCK_K;
+        bool ok = (n0 + r < N) && (k0 + kk < K);
+        s.b[r * B_LD + kk] = ok ? B[(long)(n0 + r) * ldb + perm[k0 + kk]] : elem_t(0.0f);
+    }
+#else
+    constexpr int B_CHUNKS = BLOCK_N * (BLOCK_K / 8);
+    for (int c = tid; c < B_CHUNKS; c += THREADS) {
+        int r = c / (BLOCK_K / 8), col = (c % (BLOCK_K / 8)) * 8;
+        bool ok = (n0 + r < N) && (k0 + col < K);
+        const elem_t* src = ok ? B + (long)(n0 + r) * ldb + k0 + col : B;
+        cp_async16(&s.b[r * B_LD + col], src, ok);
+    }
+#endif
+}
+
+extern "C" __global__ void __launch_bounds__(THREADS)
+nm_gemm(const elem_t* __restrict__ A_vals, const uint32_t* __restrict__ E,
+        const elem_t* __restrict__ B, const int* __restrict__ perm, out_t* __restrict__ C,
+        int M, int N, int K, int MP, int KP, int lda, int ldb, int ldc) {
+    extern __shared__ __align__(16) unsigned char smem_raw[];
+    Stage* stages = reinterpret_cast<Stage*>(smem_raw);
+    const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+    const int g = lane / 4, t = lane % 4;
+    const int wm = warp / WARPS_N, wn = warp % WARPS_N;
+    const int m0 = blockIdx.y * BLOCK_M, n0 = blockIdx.x * BLOCK_N;
+    // split-K: this block handles k tiles [kt_begin, kt_end)
+#if SPARSE
+    const int k_tiles = (KP + BLOCK_K - 1) / BLOCK_K;
+#else
+    const int k_tiles = (K + BLOCK_K - 1) / BLOCK_K;
+#endif
+    const int per_split = (k_tiles + SPLIT_K - 1) / SPLIT_K;
+    const int kt_begin = blockIdx.z * per_split;
+    const int kt_end = min(k_tiles, kt_begin + per_split);
+    const int n_tiles = max(0, kt_end - kt_begin);
+
+    float acc[MT][NT][4];
+#pragma unroll
+    for (int i = 0; i < MT; ++i)
+#pragma unroll
+        for (int j = 0; j < NT; ++j)
+#pragma unroll
+            for (int v = 0; v < 4; ++v) acc[i][j][v] = 0.0f;
+
+#pragma unroll
+    for (int s = 0; s < STAGES - 1; ++s) {
+        if (s < n_tiles)
+            load_tile(stages[s], A_vals, E, B, perm, M, N, K, MP, KP, lda, ldb, m0, n0,
+                      (kt_begin + s) * BLOCK_K);
+        cp_async_commit();
+    }
+    for (int it = 0; it < n_tiles; ++it) {
+        cp_async_wait<STAGES - 2>();
+        __syncthreads();
+        int next = it + STAGES - 1;
+        if (next < n_tiles)
+            load_tile(stages[next % STAGES], A_vals, E, B, perm, M, N, K, MP, KP, lda, ldb, m0, n0,
+                      (kt_begin + next) * BLOCK_K);
+        cp_async_commit();
+        const Stage& s = stages[it % STAGES];
+#pragma unroll
+        for (int ks = 0; ks < BLOCK_K / 32; ++ks) {
+            uint32_t bf[NT][4];
+#pragma unroll
+            for (int j = 0; j < NT; ++j) {
+                const elem_t* bp = &s.b[(wn * WARP_N + j * 8 + g) * B_LD + ks * 32 + 2 * t];
+#pragma unroll
+                for (int r = 0; r < 4; ++r) bf[j][r] = *reinterpret_cast<const uint32_t*>(bp + 8 * r);
+            }
+#pragma unroll
+            for (int i = 0; i < MT; ++i) {
+                const int row = wm * WARP_M + i * 16;
+#if SPARSE
+                // compressed row: 16 values per 32 dense columns; fragment = dense m16n8k16 A's
+                const elem_t* ap = &s.a[(row + g) * A_LD + ks * 16 + 2 * t];
+                uint32_t af[4] = {
+                    *reinterpret_cast<const uint32_t*>(ap),
+                    *reinterpret_cast<const uint32_t*>(ap + 8 * A_LD),
+                    *reinterpret_cast<const uint32_t*>(ap + 8),
+                    *reinterpret_cast<const uint32_t*>(ap + 8 * A_LD + 8),
+                };
+                const uint32_t e = s.e[((row / 32) * (BLOCK_K / 32) + ks) * 32 + lane];
+#pragma unroll
+                for (int j = 0; j < NT; ++j) mma_sp(acc[i][j], af, bf[j], e, (row / 16) & 1);
+#else
+#pragma unroll
+                for (int h = 0; h < 2; ++h) {  // two k16 halves of the 32-wide step
+                    const elem_t* ap = &s.a[(row + g) * A_LD + ks * 32 + h * 16 + 2 * t];
+                    uint32_t af[4] = {
+                        *reinterpret_cast<const uint32_t*>(ap),
+                        *reinterpret_cast<const uint32_t*>(ap + 8 * A_LD),
+                        *reinterpret_cast<const uint32_t*>(ap + 8),
+                        *reinterpret_cast<const uint32_t*>(ap + 8 * A_LD + 8),
+                    };
+#pragma unroll
+                    for (int j = 0; j < NT; ++j) mma_dense(acc[i][j], af, bf[j][2 * h], bf[j][2 * h + 1]);
+                }
+#endif
+            }
+        }
+    }
+    cp_async_wait<0>();
+
+#pragma unroll
+    for (int i = 0; i < MT; ++i)
+#pragma unroll
+        for (int j = 0; j < NT; ++j) {
+            int row = m0 + wm * WARP_M + i * 16 + g;
+            int col = n0 + wn * WARP_N + j * 8 + 2 * t;
+            store_out(C, row, col, M, N, ldc, acc[i][j][0]);
+            store_out(C, row, col + 1, M, N, ldc, acc[i][j][1]);
+            store_out(C, row + 8, col, M, N, ldc, acc[i][j][2]);
+            store_out(C, row + 8, col + 1, M, N, ldc, acc[i][j][3]);
+        }
+}

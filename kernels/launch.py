@@ -1,0 +1,112 @@
+"""Thin launchers: load a compiled variant and run it on device arrays.
+
+Backends behind one interface (``LAUNCHERS``): CuPy (primary) and PyCUDA (optional extra). Both
+take the same cubin that ``kernels.build`` produces, so the compile cache is shared.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from functools import cache
+
+from kernels.build import compile_variant
+from kernels.registry import VARIANTS, KernelVariant
+from suite.space import Config
+
+
+def arch_of(cc: tuple[int, int]) -> str:
+    """The nvcc arch to build for a device (sm_90a for Hopper, to allow wgmma paths)."""
+    return "sm_90a" if cc == (9, 0) else f"sm_{cc[0]}{cc[1]}"
+
+
+@dataclass(frozen=True)
+class GemmLaunch:
+    """Grid, block and dynamic shared memory of one GEMM launch."""
+
+    grid: tuple[int, int, int]
+    block: tuple[int, int, int]
+    smem: int
+
+
+def gemm_launch(variant: KernelVariant, config: Config, m: int, n: int) -> GemmLaunch:
+    from kernels.registry import _gemm_smem
+
+    c = config.to_dict()
+    grid = (math.ceil(n / c["BLOCK_N"]), math.ceil(m / c["BLOCK_M"]), c["SPLIT_K"])
+    block = (c["WARPS_M"] * c["WARPS_N"] * 32, 1, 1)
+    return GemmLaunch(grid, block, _gemm_smem(c, variant.fixed.get("SPARSE", 1) == 1))
+
+
+class CupyLauncher:
+    name = "cupy"
+
+    @staticmethod
+    def available() -> str | None:
+        try:
+            import cupy
+
+            cupy.cuda.runtime.getDeviceCount()
+        except ImportError:
+            return "cupy is not installed (pip install -e '.[gpu]')"
+        except Exception as err:
+            return f"cupy cannot reach a device: {type(err).__name__}"
+        return None
+
+    @staticmethod
+    @cache
+    def function(variant_name: str, extra: tuple, config: Config, dtype: str, arch: str):
+        import cupy
+
+        variant = VARIANTS[variant_name]
+        built = compile_variant(variant, config, arch, dtype, dict(extra))
+        module = cupy.RawModule(path=str(built.cubin))
+        return module.get_function(variant.symbol)
+
+    def launch(self, fn, grid, block, smem: int, args, stream: int) -> None:
+        import cupy
+        import numpy as np
+
+        if smem > 48 * 1024:
+            fn.max_dynamic_shared_size_bytes = smem
+        values = [np.uint64(v) if kind == "ptr" else np.int32(v) for kind, v in args]
+        with cupy.cuda.ExternalStream(stream):  # torch's current stream: events time this work
+            fn(grid, block, tuple(values), shared_mem=smem)
+
+
+class PycudaLauncher:
+    """The same cubins through PyCUDA (``pip install -e '.[pycuda]'``)."""
+
+    name = "pycuda"
+
+    @staticmethod
+    def available() -> str | None:
+        try:
+            import pycuda.driver  # noqa: F401
+        except ImportError as err:
+            return f"pycuda is not usable here: {err}"
+        return None
+
+    @staticmethod
+    @cache
+    def function(variant_name: str, extra: tuple, config: Config, dtype: str, arch: str):
+        import pycuda.autoprimaryctx  # noqa: F401  (retains the primary context torch uses)
+        import pycuda.driver as drv
+
+        variant = VARIANTS[variant_name]
+        built = compile_variant(variant, config, arch, dtype, dict(extra))
+        return drv.module_from_file(str(built.cubin)).get_function(variant.symbol)
+
+    def launch(self, fn, grid, block, smem: int, args, stream: int) -> None:
+        import numpy as np
+        import pycuda.driver as drv
+
+        if stream != 0:
+            raise RuntimeError("the PyCUDA launcher runs on the default stream only")
+        if smem > 48 * 1024:
+            fn.set_attribute(drv.function_attribute.MAX_DYNAMIC_SHARED_SIZE_BYTES, smem)
+        values = [np.uintp(v) if kind == "ptr" else np.int32(v) for kind, v in args]
+        fn(*values, grid=grid, block=block, shared=smem)
+
+
+LAUNCHERS = {"cupy": CupyLauncher(), "pycuda": PycudaLauncher()}

@@ -1,0 +1,191 @@
+"""Every kernel variant, registered once as a frozen record (source, symbol, tunables, limits)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from suite.space import Config, SearchSpace
+
+CUDA_DIR = Path(__file__).parent / "cuda"
+SMEM_LIMIT = {"sm_80": 163 * 1024, "sm_90a": 227 * 1024}  # opt-in dynamic shared memory per block
+
+
+@dataclass(frozen=True)
+class KernelVariant:
+    name: str
+    source: str  # file under kernels/cuda
+    symbol: str  # extern "C" entry point
+    tunables: dict[str, tuple]
+    default_config: dict
+    restrictions: tuple[Callable[[dict], bool], ...] = ()
+    fixed: dict = field(default_factory=dict)  # defines every config of this variant gets
+    sparse: bool = True  # True: runs on sparse tensor cores (checked in SASS)
+    sass_instruction: str = "HMMA.SP"
+    patterns: str = "at most 2 kept of every aligned 4 (2:4, 1:4, 2:8, 1:8, 1:16)"
+    dtypes: tuple[str, ...] = ("bfloat16", "float16")
+    min_cc: tuple[int, int] = (8, 0)
+    description: str = ""
+
+    @property
+    def path(self) -> Path:
+        return CUDA_DIR / self.source
+
+    def space(self) -> SearchSpace:
+        return SearchSpace(self.tunables, self.restrictions)
+
+    def default(self) -> Config:
+        config = Config.of(self.default_config)
+        if not self.space().allows(self.default_config):
+            raise ValueError(f"{self.name}: default config {config.to_json()} breaks a restriction")
+        return config
+
+    def corners(self) -> list[Config]:
+        """The default plus the valid configs with the smallest and largest product of values."""
+        configs = self.space().configs()
+
+        def size(c: Config) -> int:
+            n = 1
+            for v in c.to_dict().values():
+                n *= max(int(v), 1)
+            return n
+
+        picks = {self.default(), min(configs, key=size), max(configs, key=size)}
+        return sorted(picks, key=lambda c: c.to_json())
+
+    def defines(self, config: Config, dtype: str = "bfloat16") -> dict[str, int]:
+        d = {**self.fixed, **config.to_dict(), "DTYPE_BF16": int(dtype == "bfloat16")}
+        if d.get("SPLIT_K", 1) > 1:
+            d["OUT_F32"] = 1  # split-K partial sums are added atomically in float32
+        return {k: int(v) for k, v in d.items()}
+
+    def is_available(self) -> str | None:
+        """None when this variant can run here, else why not."""
+        try:
+            import cupy
+
+            cc = cupy.cuda.Device(0).compute_capability
+        except Exception as err:  # no cupy, no driver, no device
+            return f"no CUDA device through CuPy ({type(err).__name__})"
+        major, minor = int(cc[:-1]), int(cc[-1])
+        if (major, minor) < self.min_cc:
+            return f"needs compute capability {self.min_cc}, device has {major}.{minor}"
+        return None
+
+
+def _gemm_smem(c: dict, sparse: bool) -> int:
+    pad = c["SMEM_PAD"]
+    a = c["BLOCK_M"] * ((c["BLOCK_K"] // 2 if sparse else c["BLOCK_K"]) + pad) * 2
+    b = c["BLOCK_N"] * (c["BLOCK_K"] + pad) * 2
+    e = (c["BLOCK_M"] // 32) * (c["BLOCK_K"] // 32) * 32 * 4 if sparse else 16
+    return c["STAGES"] * (a + b + e)
+
+
+def _gemm_restrictions(sparse: bool) -> tuple[Callable[[dict], bool], ...]:
+    return (
+        lambda c: c["BLOCK_M"] % (c["WARPS_M"] * 32) == 0,  # whole 32-row metadata tiles per warp
+        lambda c: c["BLOCK_N"] % (c["WARPS_N"] * 8) == 0,
+        # accumulators per thread: (WARP_M/16) x (WARP_N/8) x 4 floats, at most 128
+        lambda c: (
+            (c["BLOCK_M"] // c["WARPS_M"] // 16) * (c["BLOCK_N"] // c["WARPS_N"] // 8) * 4 <= 128
+        ),
+        lambda c, s=sparse: _gemm_smem(c, s) <= SMEM_LIMIT["sm_80"],
+    )
+
+
+GEMM_DEFAULT = {
+    "BLOCK_M": 128,
+    "BLOCK_N": 128,
+    "BLOCK_K": 64,
+    "WARPS_M": 2,
+    "WARPS_N": 2,
+    "STAGES": 3,
+    "SMEM_PAD": 8,
+    "SPLIT_K": 1,
+}
+GEMM_TUNABLES = {
+    "BLOCK_M": (64, 128, 256),
+    "BLOCK_N": (64, 128, 256),
+    "BLOCK_K": (32, 64, 128),
+    "WARPS_M": (1, 2, 4),
+    "WARPS_N": (1, 2, 4),
+    "STAGES": (2, 3, 4),
+    "SMEM_PAD": (0, 8),
+    "SPLIT_K": (1, 2, 4),
+}
+
+VARIANTS: dict[str, KernelVariant] = {}
+
+
+def register(v: KernelVariant) -> KernelVariant:
+    if v.name in VARIANTS:
+        raise ValueError(f"kernel variant {v.name!r} registered twice")
+    VARIANTS[v.name] = v
+    return v
+
+
+register(
+    KernelVariant(
+        "nm_spmm",
+        "nm_gemm_sm80.cu",
+        "nm_gemm",
+        GEMM_TUNABLES,
+        GEMM_DEFAULT,
+        _gemm_restrictions(True),
+        fixed={"SPARSE": 1, "GATHER_B": 0},
+        description="N:M sparse A (2:4 tensor-core format) x dense B^T, mma.sp m16n8k32",
+    )
+)
+register(
+    KernelVariant(
+        "nm_spmm_gather",
+        "nm_gemm_sm80.cu",
+        "nm_gemm",
+        GEMM_TUNABLES,
+        GEMM_DEFAULT,
+        _gemm_restrictions(True),
+        fixed={"SPARSE": 1, "GATHER_B": 1},
+        description="nm_spmm reading B's K axis through the Bi-Mask permutation (bwd-data)",
+    )
+)
+register(
+    KernelVariant(
+        "dense_gemm",
+        "nm_gemm_sm80.cu",
+        "nm_gemm",
+        GEMM_TUNABLES,
+        GEMM_DEFAULT,
+        _gemm_restrictions(False),
+        fixed={"SPARSE": 0, "GATHER_B": 0},
+        sparse=False,
+        sass_instruction="HMMA.16816",
+        patterns="dense",
+        description="the same kernel with dense A, mma.sync m16n8k16",
+    )
+)
+register(
+    KernelVariant(
+        "nm_compress_masked",
+        "nm_compress.cu",
+        "nm_compress_masked",
+        {"THREADS_PER_BLOCK": (128, 256, 512)},
+        {"THREADS_PER_BLOCK": 256},
+        sparse=False,
+        sass_instruction="",
+        description="pack an already-masked matrix (e.g. the Bi-Mask (W*Mb)^T)",
+    )
+)
+register(
+    KernelVariant(
+        "nm_compress",
+        "nm_compress.cu",
+        "nm_compress_topn",
+        {"THREADS_PER_BLOCK": (128, 256, 512)},
+        {"THREADS_PER_BLOCK": 256},
+        fixed={"GROUP_N": 2, "GROUP_M": 4},
+        sparse=False,
+        sass_instruction="",
+        description="mask (top-N of M) + pack into the kernel format, one pass",
+    )
+)

@@ -1,0 +1,155 @@
+"""GPU correctness of our kernels (marked; skipped with a reason where there is no GPU).
+
+Every output is poisoned with NaN before the run and every element is checked against a float64
+reference on fresh random inputs (never zeros).
+"""
+
+import pytest
+import torch
+
+from bimask import bimask_backward_mask, find_permutation, nm_mask
+from kernels import compress
+from suite.shapes import correctness_cases
+from suite.space import Config
+
+pytestmark = [pytest.mark.gpu, pytest.mark.cupy, pytest.mark.nvcc]
+PATTERNS = ["2:4", "1:4", "2:8", "1:16"]
+CASES = correctness_cases()
+SMALL = Config.of(
+    {
+        "BLOCK_M": 64,
+        "BLOCK_N": 64,
+        "BLOCK_K": 32,
+        "WARPS_M": 2,
+        "WARPS_N": 2,
+        "STAGES": 2,
+        "SMEM_PAD": 8,
+        "SPLIT_K": 1,
+    }
+)
+DEFAULT = Config.of(
+    {
+        "BLOCK_M": 128,
+        "BLOCK_N": 128,
+        "BLOCK_K": 64,
+        "WARPS_M": 2,
+        "WARPS_N": 2,
+        "STAGES": 3,
+        "SMEM_PAD": 8,
+        "SPLIT_K": 1,
+    }
+)
+
+
+def _rel(out, ref):
+    out = out.double().cpu()
+    assert torch.isfinite(out).all(), "poisoned (NaN) outputs were left unwritten"
+    return float((out - ref).abs().max() / ref.abs().max())
+
+
+def _run(a_comp_or_dense, b, config, **kw):
+    from kernels.ops import nm_gemm
+
+    shape = (
+        (b.shape[0], kw_m(a_comp_or_dense))
+        if kw.get("transpose_out")
+        else (kw_m(a_comp_or_dense), b.shape[0])
+    )
+    f32 = kw.get("out_dtype") == torch.float32 or config["SPLIT_K"] > 1
+    out = torch.full(shape, float("nan"), device="cuda", dtype=torch.float32 if f32 else b.dtype)
+    if config["SPLIT_K"] > 1:
+        out.zero_()  # split-K accumulates into its output
+    nm_gemm(a_comp_or_dense, b, config, out=out, **kw)
+    torch.cuda.synchronize()
+    return out
+
+
+def kw_m(a):
+    return a.rows if hasattr(a, "rows") else a.shape[0]
+
+
+def _to_gpu(c):
+    from dataclasses import replace
+
+    return replace(c, values=c.values.cuda(), meta=c.meta.cuda())
+
+
+@pytest.mark.parametrize("case", CASES, ids=lambda c: f"{c['m']}x{c['n']}x{c['k']}")
+@pytest.mark.parametrize("pattern", PATTERNS)
+@pytest.mark.parametrize("config", [SMALL, DEFAULT], ids=["small", "default"])
+def test_forward_against_float64(case, pattern, config):
+    g = torch.Generator().manual_seed(case["seed"])
+    w = torch.randn(case["m"], case["k"], generator=g).bfloat16()
+    a = w * nm_mask(w, pattern)
+    x = torch.randn(case["n"], case["k"], generator=g).bfloat16()
+    ref = a.double() @ x.double().t()
+    out = _run(_to_gpu(compress(a, pattern)), x.cuda(), config)
+    assert _rel(out, ref) < 1e-2
+
+
+@pytest.mark.parametrize("case", CASES, ids=lambda c: f"{c['m']}x{c['n']}x{c['k']}")
+def test_dense_kernel_against_float64(case):
+    g = torch.Generator().manual_seed(case["seed"])
+    a = torch.randn(case["m"], case["k"], generator=g).bfloat16()
+    b = torch.randn(case["n"], case["k"], generator=g).bfloat16()
+    out = _run(a.cuda(), b.cuda(), SMALL)
+    assert _rel(out, a.double() @ b.double().t()) < 1e-2
+
+
+@pytest.mark.parametrize("realisation", ["gather_in_kernel", "pre_permuted"])
+def test_bimask_backward_data_pass(realisation):
+    g = torch.Generator().manual_seed(7)
+    out_f, in_f, tokens = 96, 160, 72
+    w = torch.randn(out_f, in_f, generator=g)
+    mf = nm_mask(w, "2:4")
+    perm = find_permutation(w, mf, "2:4", "greedy")
+    mb = bimask_backward_mask(w, mf, "2:4", perm)
+    dy = torch.randn(tokens, out_f, generator=g).bfloat16()
+    a = ((w * mb).t()).bfloat16()  # (in x out): N:M along out in pi order
+    ref = dy.double() @ (w * mb).double()  # dX = dY (W*Mb): (tokens x in)
+    a_perm = a[:, perm]  # k axis in pi order: consecutive N:M groups
+    comp = _to_gpu(compress(a_perm, "2:4"))
+    if realisation == "gather_in_kernel":
+        out = _run(comp, dy.cuda(), SMALL, perm=perm.int().cuda(), transpose_out=True)
+    else:
+        out = _run(comp, dy[:, perm].contiguous().cuda(), SMALL, transpose_out=True)
+    assert out.shape == (tokens, in_f)
+    assert _rel(out, ref) < 1e-2
+
+
+def test_split_k_and_float32_output():
+    g = torch.Generator().manual_seed(3)
+    w = torch.randn(128, 512, generator=g).bfloat16()
+    a = w * nm_mask(w, "2:4")
+    x = torch.randn(96, 512, generator=g).bfloat16()
+    cfg = Config.of({**SMALL.to_dict(), "SPLIT_K": 4})
+    out = _run(_to_gpu(compress(a, "2:4")), x.cuda(), cfg)
+    assert out.dtype == torch.float32 and _rel(out, a.double() @ x.double().t()) < 1e-2
+
+
+@pytest.mark.parametrize("pattern", PATTERNS)
+@pytest.mark.parametrize("shape", [(64, 64), (45, 80), (130, 48)])
+def test_gpu_compress_equals_the_cpu_reference_byte_for_byte(pattern, shape):
+    from kernels.ops import compress_gpu
+
+    g = torch.Generator().manual_seed(11)
+    w = torch.randn(shape, generator=g).bfloat16()
+    mask = nm_mask(w, pattern)
+    cpu = compress(w * mask, pattern, mask=mask)
+    gpu = compress_gpu(w.cuda(), pattern)
+    assert torch.equal(gpu.values.cpu(), cpu.values)
+    assert torch.equal(gpu.meta.cpu(), cpu.meta)
+    packed = compress_gpu((w * mask).cuda(), pattern, masked=True)
+    assert torch.equal(packed.values.cpu(), compress(w * mask, pattern).values)
+
+
+def test_pycuda_backend_matches_cupy():
+    pytest.importorskip("pycuda.driver", reason="pycuda is not installed (pip install .[pycuda])")
+    g = torch.Generator().manual_seed(5)
+    w = torch.randn(64, 64, generator=g).bfloat16()
+    a = w * nm_mask(w, "2:4")
+    x = torch.randn(32, 64, generator=g).bfloat16()
+    comp = _to_gpu(compress(a, "2:4"))
+    out_cupy = _run(comp, x.cuda(), SMALL)
+    out_pycuda = _run(comp, x.cuda(), SMALL, launcher="pycuda")
+    assert torch.equal(out_cupy, out_pycuda)
