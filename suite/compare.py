@@ -3,13 +3,30 @@
 A row moved when |change| > threshold AND the change exceeds the recorded spread:
 |new - base| > noise_k * (iqr_base + iqr_new) / 2. A config that ran in the base run and fails
 in the new one is a regression too.
+
+Gates: ``any`` (default) fails when any row is slower or broken; ``geomean`` fails when the
+geometric mean of new/base over all rows exceeds 1 + threshold, or anything broke. On shared
+CPUs whose speed drifts between runs (seen here: best-per-problem ratios from 0.6x to 2x between
+two runs of the same code), ``--best-only --gate geomean`` is the setting that does not flag noise.
 """
 
 from __future__ import annotations
 
+import math
+
 import pandas as pd
 
-from suite.store import join
+from suite.store import KEYS, join
+
+PROBLEM_KEYS = [k for k in KEYS if k != "config"]
+
+
+def best_only(df: pd.DataFrame) -> pd.DataFrame:
+    """One row per problem and backend: its fastest ok config (failed problems kept as failed)."""
+    df = df.copy()
+    df["_rank"] = df.median_ms.where(df.status == "ok", math.inf)
+    best = df.sort_values("_rank").groupby(PROBLEM_KEYS, dropna=False, sort=False).head(1)
+    return best.drop(columns="_rank").assign(config="best")
 
 
 def compare(
@@ -28,12 +45,25 @@ def compare(
     verdict[broke] = "broken"
     verdict[(both.status_base != "ok") & (both.status_new == "ok")] = "fixed"
     verdict[(both.status_base != "ok") & (both.status_new != "ok")] = "failing"
+    verdict[(both.status_base == "unsupported") & (both.status_new == "unsupported")] = (
+        "unsupported"
+    )
     both["verdict"] = verdict
     return both
 
 
-def regressed(table: pd.DataFrame) -> bool:
-    return bool(table.verdict.isin(["slower", "broken"]).any())
+def geomean_ratio(table: pd.DataFrame) -> float:
+    ok = table[(table.status_base == "ok") & (table.status_new == "ok")]
+    ratios = (ok.median_ms_new / ok.median_ms_base).dropna()
+    return math.exp(ratios.map(math.log).mean()) if len(ratios) else 1.0
+
+
+def regressed(table: pd.DataFrame, gate: str = "any", threshold: float = 0.05) -> bool:
+    if table.verdict.eq("broken").any():
+        return True
+    if gate == "geomean":
+        return geomean_ratio(table) > 1 + threshold
+    return bool(table.verdict.eq("slower").any())
 
 
 def summary_table(table: pd.DataFrame) -> pd.DataFrame:

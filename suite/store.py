@@ -123,3 +123,17 @@ def merge_runs(dirs: list[Path], out_dir: Path, meta: dict) -> Path:
     """Merge shard outputs into one run (the torchrun / --shard mode)."""
     frames = [load(d)[0] for d in dirs]
     return save(pd.concat(frames, ignore_index=True), out_dir, meta)
+
+
+def median_of_runs(dirs: list[Path]) -> pd.DataFrame:
+    """A baseline from several runs: per measurement key, the run with the median timing.
+
+    Single runs on shared machines drift (whole-run speed changes of tens of percent); a
+    baseline taken in one fast or slow window would flag noise as change.
+    """
+    rows = pd.concat([load(d)[0] for d in dirs], ignore_index=True)
+    keys = [c for c in KEYS if c in rows]
+    rows = rows.assign(_t=rows.median_ms.fillna(float("inf"))).sort_values("_t", kind="stable")
+    groups = rows.groupby(keys, dropna=False)
+    pos, size = groups.cumcount(), groups["_t"].transform("size")
+    return rows[pos == size // 2].drop(columns="_t").reset_index(drop=True)

@@ -213,3 +213,27 @@ def test_shards_merge_into_one_run(tmp_path, shapes):
     assert sorted(map(tuple, merged[key].astype(str).values)) == sorted(
         map(tuple, whole[key].astype(str).values)
     )
+
+
+def test_best_only_and_geomean_gate_tolerate_drift_but_not_a_broad_slowdown():
+    from suite.compare import best_only, geomean_ratio
+
+    base = _results([10.0, 20.0, 30.0, 40.0], [0.1] * 4)
+    base = pd.concat([base, base.assign(config='{"x":1}', median_ms=base.median_ms * 1.5)])
+    assert len(best_only(base)) == 4 and best_only(base).median_ms.tolist() == [10, 20, 30, 40]
+    drift = base.assign(median_ms=base.median_ms * ([1.4, 0.8, 1.1, 0.9] * 2))  # up and down
+    table = compare(best_only(base), best_only(drift), threshold=0.3)
+    assert regressed(table)  # a per-row gate flags the 40% row
+    assert not regressed(table, "geomean", 0.3) and geomean_ratio(table) < 1.1
+    slow = base.assign(median_ms=base.median_ms * 1.6)  # everything 60% slower
+    assert regressed(compare(best_only(base), best_only(slow)), "geomean", 0.3)
+
+
+def test_baseline_is_the_per_row_median_of_runs(tmp_path):
+    for i, factor in enumerate([1.0, 3.0, 2.0]):
+        store.save(_results([10.0 * factor, 5.0 * factor], [0.1, 0.1]), tmp_path / f"r{i}", {})
+    assert (
+        main(["baseline", str(tmp_path / "b"), *(str(tmp_path / f"r{i}") for i in range(3))]) == 0
+    )
+    df, meta = store.load(tmp_path / "b")
+    assert sorted(df.median_ms.tolist()) == [10.0, 20.0] and len(meta["baseline_of"]) == 3
