@@ -50,7 +50,7 @@ def run_grid(args, out: Path) -> pd.DataFrame:
         k: v for k, v in (("epochs", args.epochs),) if v is not None
     }
     jobs = [("dense", "-")] + [(m, p) for p in args.patterns for m in args.methods]
-    rows = []
+    rows, curves = [], []
     for seed in range(args.seeds):
         for method, pattern in jobs:
             cfg = TrainConfig(
@@ -69,13 +69,16 @@ def run_grid(args, out: Path) -> pd.DataFrame:
             s = train(cfg)
             s["pattern"] = pattern
             rows.append({k: s.get(k) for k in COLUMNS})
+            curves += [
+                {"method": method, "pattern": pattern, "seed": seed, **h} for h in s["history"]
+            ]
             print(
                 f"[{len(rows)}/{len(jobs) * args.seeds}] {method} {pattern} seed {seed}: "
                 f"top1 {s['final_test_top1']:.4f} ({time.perf_counter() - t0:.0f} s)",
                 file=sys.stderr,
                 flush=True,
             )
-    return pd.DataFrame(rows, columns=COLUMNS)
+    return pd.DataFrame(rows, columns=COLUMNS), pd.DataFrame(curves)
 
 
 def summarize(df: pd.DataFrame) -> pd.DataFrame:
@@ -124,13 +127,27 @@ def findings(table: pd.DataFrame) -> list[str]:
     return lines
 
 
-def plot(df: pd.DataFrame, table: pd.DataFrame, path: Path) -> None:
+def plot(
+    df: pd.DataFrame, table: pd.DataFrame, path: Path, curves: pd.DataFrame | None = None
+) -> None:
+    """Accuracy by pattern and method; training curves at 2:4 when the per-epoch log exists."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(7, 4))
+    with_curves = curves is not None and len(curves) > 0
+    fig, axes = plt.subplots(1, 3 if with_curves else 1, figsize=(16 if with_curves else 7, 4))
+    ax = axes[0] if with_curves else axes
+    if with_curves:
+        sel = curves[curves.pattern.isin(["2:4", "-"])]
+        mean = sel.groupby(["method", "epoch"])[["train_loss", "test_top1"]].mean().reset_index()
+        for method, g in mean.groupby("method"):
+            axes[1].plot(g.epoch, g.train_loss, marker="o", label=method)
+            axes[2].plot(g.epoch, g.test_top1 * 100, marker="o", label=method)
+        axes[1].set(xlabel="epoch", ylabel="train loss", title="training curves at 2:4")
+        axes[2].set(xlabel="epoch", ylabel="test top-1 (%)", title="test accuracy at 2:4")
+        axes[1].legend()
     dense = df[df.method == "dense"].final_test_top1.mean() * 100
     ax.axhline(dense, color="k", ls="--", label="dense")
     patterns = [p for p in table.pattern.unique() if p != "-"]
@@ -209,20 +226,25 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     out = Path(args.out)
     run = args.run or f"{args.model}-{'quick' if args.quick else 'full'}-{time.strftime('%Y%m%d')}"
+    curves = None
     if args.report_only:
         df = pd.read_csv(args.report_only)
         run = args.run or Path(args.report_only).stem
+        curves_csv = Path(args.report_only).with_name(f"{run}_curves.csv")
+        curves = pd.read_csv(curves_csv) if curves_csv.is_file() else None
     else:
         try:
             t0 = time.perf_counter()
-            df = run_grid(args, Path(args.work_dir) / run)
+            df, curves = run_grid(args, Path(args.work_dir) / run)
             print(f"grid wall time: {time.perf_counter() - t0:.0f} s", file=sys.stderr)
         except (ValueError, FileNotFoundError, RuntimeError) as err:
             print(f"error: {err}", file=sys.stderr)
             return 2
     out.mkdir(parents=True, exist_ok=True)
     df.to_csv(out / f"{run}.csv", index=False)
-    plot(df, summarize(df), out / f"{run}.png")
+    if curves is not None:
+        curves.to_csv(out / f"{run}_curves.csv", index=False)
+    plot(df, summarize(df), out / f"{run}.png", curves)
     text = report(df, run, out, "python -m bimask.compare " + " ".join(argv or sys.argv[1:]))
     (out / f"{run}.md").write_text(text)
     print(text)

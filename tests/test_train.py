@@ -144,3 +144,54 @@ def test_ddp_two_cpu_processes_agree(tmp_path):
     for k in r0:  # weights, masks, permutations, step counters
         assert torch.equal(r0[k], r1[k]), k
     assert (tmp_path / "summary.json").is_file()
+
+
+def test_compare_grid_writes_csv_report_plot_and_curves(tmp_path):
+    from bimask.compare import main as compare_main
+
+    rc = compare_main(
+        [
+            "--dataset",
+            "synthetic",
+            "--model",
+            "mlp",
+            "--methods",
+            "bimask",
+            "tmask",
+            "--patterns",
+            "2:4",
+            "--seeds",
+            "2",
+            "--epochs",
+            "1",
+            "--out",
+            str(tmp_path / "acc"),
+            "--work-dir",
+            str(tmp_path / "work"),
+            "--run",
+            "t",
+        ]
+    )
+    assert rc == 0
+    import pandas as pd
+
+    df = pd.read_csv(tmp_path / "acc" / "t.csv")
+    for col in (
+        "model",
+        "dataset",
+        "method",
+        "pattern",
+        "permutation",
+        "seed",
+        "epochs",
+        "final_test_top1",
+        "mask_overhead_frac",
+        "device",
+    ):
+        assert col in df
+    assert sorted(df.method.unique()) == ["bimask", "dense", "tmask"] and len(df) == 6
+    report = (tmp_path / "acc" / "t.md").read_text()
+    assert "Bi-Mask vs transposable at 2:4" in report and "seed spread" in report
+    assert (tmp_path / "acc" / "t.png").stat().st_size > 1000
+    curves = pd.read_csv(tmp_path / "acc" / "t_curves.csv")
+    assert {"method", "epoch", "train_loss", "test_top1"} <= set(curves.columns)

@@ -2,8 +2,10 @@
 
 The sparse backend compresses A once per problem (setup, untimed; the compress kernel has its
 own rows) and times the GEMM. For the Bi-Mask bwd-data pass the permutation is realised as a
-tunable: ``gather`` (the kernel reads B's K axis through pi) or ``physical`` (B already in pi
-order, as when W's rows were reordered every perm_every steps).
+tunable: ``in_kernel`` (the kernel reads B's K axis through pi), ``separate_op`` (dY's columns
+gathered by index_select inside the timed call, then the plain kernel) or ``physical`` (B
+already in pi order, as when W's rows and the next layer's columns are reordered every
+perm_every steps: no per-step cost).
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ def _space(name: str, problem) -> SearchSpace:
     base = VARIANTS[name].space()
     tunables = dict(base.tunables)
     if name != "dense_gemm" and problem.pass_ == "bwd-data" and problem.perm != "-":
-        tunables["perm_realisation"] = ("gather", "physical")
+        tunables["perm_realisation"] = ("in_kernel", "separate_op", "physical")
     return SearchSpace(tunables, base.restrictions)
 
 
@@ -42,11 +44,13 @@ def _sparse(problem, inputs, config) -> Prepared:
     from kernels.ops import nm_gemm
 
     realisation = config.to_dict().get("perm_realisation", "none")
-    a, b, perm = inputs.a, inputs.b, None
+    a, b, perm, gather = inputs.a, inputs.b, None, None
     if inputs.perm is not None:
         a = a.index_select(1, inputs.perm)  # k in pi order: consecutive N:M groups
         if realisation == "physical":
             b = b.index_select(1, inputs.perm).contiguous()
+        elif realisation == "separate_op":
+            gather = inputs.perm
         else:
             perm = inputs.perm.int()
     try:
@@ -63,7 +67,8 @@ def _sparse(problem, inputs, config) -> Prepared:
     )
 
     def run():
-        return nm_gemm(comp, b, kcfg, perm=perm, out=out)
+        operand = b if gather is None else b.index_select(1, gather)
+        return nm_gemm(comp, operand, kcfg, perm=perm, out=out)
 
     return Prepared(run, lambda o: o.copy_(run()), sparse_path=True)
 
