@@ -14,7 +14,7 @@ from functools import cache
 from pathlib import Path
 
 from kernels.registry import CUDA_DIR, KernelVariant
-from suite.space import Config
+from kernels.space import Config
 
 CACHE_DIR = Path(os.environ.get("BIMASK_KERNEL_CACHE", Path.home() / ".cache" / "bimask-kernels"))
 

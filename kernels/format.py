@@ -21,8 +21,6 @@ from dataclasses import dataclass
 
 import torch
 
-from bimask.patterns import NMPattern
-
 TILE = 32  # rows and dense columns of one metadata tile (two m16n8k32 A operands)
 
 
@@ -43,19 +41,45 @@ def _round_up(x: int, to: int) -> int:
     return -(-x // to) * to
 
 
-def check_sparse_pattern(pattern: str | NMPattern) -> NMPattern:
-    """The pattern if sparse tensor cores can run it, else a ValueError that says why."""
-    p = NMPattern.parse(pattern)
-    if p.max_kept_per_aligned_window(4) > 2:
+@dataclass(frozen=True)
+class SparsePattern:
+    """An N:M pattern as the kernels see it (kernels depend on torch only, not on bimask)."""
+
+    n: int
+    m: int
+
+    @property
+    def kept_per_aligned_4(self) -> int:
+        """The most entries an aligned group of 4 along K can hold under this pattern."""
+        if self.m % 4 == 0:
+            return min(self.n, 4)
+        if 4 % self.m == 0:
+            return self.n * (4 // self.m)
+        return min(4, self.n * (-(-4 // self.m) + 1))
+
+    def __str__(self) -> str:
+        return f"{self.n}:{self.m}"
+
+
+def check_sparse_pattern(pattern) -> SparsePattern:
+    """The pattern ("2:4", or anything whose str() is "N:M") if sparse tensor cores can run it,
+    else a ValueError that says why."""
+    try:
+        n, m = (int(x) for x in str(pattern).split(":"))
+    except ValueError:
+        raise ValueError(f"N:M pattern {pattern!r} must look like '2:4'") from None
+    if not 1 <= n < m:
+        raise ValueError(f"N:M pattern {pattern!r}: need integers 1 <= N < M")
+    p = SparsePattern(n, m)
+    if p.kept_per_aligned_4 > 2:
         raise ValueError(
-            f"pattern {p} can keep {p.max_kept_per_aligned_window(4)} of an aligned 4: sparse "
-            "tensor cores (16-bit, 2:4) cannot run it; use a dense backend, which is labelled "
-            "dense in results"
+            f"pattern {p} can keep {p.kept_per_aligned_4} of an aligned 4: sparse tensor cores "
+            "(16-bit, 2:4) cannot run it; use a dense backend, which is labelled dense in results"
         )
     return p
 
 
-def _validated_mask(a: torch.Tensor, pattern: NMPattern, mask: torch.Tensor | None):
+def _validated_mask(a: torch.Tensor, pattern: SparsePattern, mask: torch.Tensor | None):
     if a.dim() != 2:
         raise ValueError(f"compress needs a 2-D (rows x K) matrix, got shape {tuple(a.shape)}")
     rows, k = a.shape
@@ -78,7 +102,7 @@ def _validated_mask(a: torch.Tensor, pattern: NMPattern, mask: torch.Tensor | No
     return keep
 
 
-def compress(a: torch.Tensor, pattern: str | NMPattern, mask: torch.Tensor | None = None):
+def compress(a: torch.Tensor, pattern, mask: torch.Tensor | None = None) -> Compressed:
     """Compress a masked (rows x K) matrix. ``mask`` defaults to ``a != 0``."""
     p = check_sparse_pattern(pattern)
     keep = _validated_mask(a, p, mask)

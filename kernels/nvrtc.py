@@ -14,7 +14,7 @@ from functools import cache
 from pathlib import Path
 
 from kernels.registry import CUDA_DIR, KernelVariant
-from suite.space import Config
+from kernels.space import Config
 
 
 class NvrtcError(RuntimeError):

@@ -12,7 +12,7 @@ import torch
 from kernels.format import TILE, Compressed, check_sparse_pattern
 from kernels.launch import LAUNCHERS, arch_of, gemm_launch
 from kernels.registry import VARIANTS
-from suite.space import Config
+from kernels.space import Config
 
 DTYPE_NAMES = {torch.bfloat16: "bfloat16", torch.float16: "float16"}
 

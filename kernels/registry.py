@@ -6,7 +6,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from suite.space import Config, SearchSpace
+from kernels.space import Config, SearchSpace
 
 CUDA_DIR = Path(__file__).parent / "cuda"
 SMEM_LIMIT = {"sm_80": 163 * 1024, "sm_90a": 227 * 1024}  # opt-in dynamic shared memory per block

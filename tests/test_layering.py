@@ -1,0 +1,29 @@
+"""The arrows of DESIGN.md go one way: suite -> kernels -> torch; suite -> bimask."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.parametrize(
+    "modules,forbidden",
+    [
+        (
+            "kernels, kernels.ops, kernels.registry, kernels.build, kernels.launch, kernels.nvrtc, "
+            "kernels.format, kernels.space, kernels.__main__",
+            {"bimask", "suite"},
+        ),
+        ("bimask, bimask.train, bimask.compare, bimask.data, bimask.models", {"suite", "kernels"}),
+    ],
+)
+def test_packages_do_not_import_upwards(modules, forbidden):
+    code = f"import sys, {modules}; print(sorted({{m.split('.')[0] for m in sys.modules}}))"
+    out = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True
+    ).stdout
+    loaded = set(eval(out))  # noqa: S307 - our own printed list
+    assert not loaded & forbidden, f"{modules} pulled in {loaded & forbidden}"
