@@ -12,7 +12,7 @@ from functools import cache
 
 from kernels.build import compile_variant
 from kernels.registry import VARIANTS, KernelVariant
-from suite.space import Config
+from kernels.space import Config
 
 
 def arch_of(cc: tuple[int, int]) -> str:
@@ -38,6 +38,12 @@ def gemm_launch(variant: KernelVariant, config: Config, m: int, n: int) -> GemmL
     return GemmLaunch(grid, block, _gemm_smem(c, variant.fixed.get("SPARSE", 1) == 1))
 
 
+def _cubin(variant_name: str, extra: tuple, config: Config, dtype: str, arch: str):
+    """(cubin path, entry symbol) of a variant config, built or taken from the compile cache."""
+    variant = VARIANTS[variant_name]
+    return compile_variant(variant, config, arch, dtype, dict(extra)).cubin, variant.symbol
+
+
 class CupyLauncher:
     name = "cupy"
 
@@ -58,10 +64,8 @@ class CupyLauncher:
     def function(variant_name: str, extra: tuple, config: Config, dtype: str, arch: str):
         import cupy
 
-        variant = VARIANTS[variant_name]
-        built = compile_variant(variant, config, arch, dtype, dict(extra))
-        module = cupy.RawModule(path=str(built.cubin))
-        return module.get_function(variant.symbol)
+        cubin, symbol = _cubin(variant_name, extra, config, dtype, arch)
+        return cupy.RawModule(path=str(cubin)).get_function(symbol)
 
     def launch(self, fn, grid, block, smem: int, args, stream: int) -> None:
         import cupy
@@ -93,9 +97,8 @@ class PycudaLauncher:
         import pycuda.autoprimaryctx  # noqa: F401  (retains the primary context torch uses)
         import pycuda.driver as drv
 
-        variant = VARIANTS[variant_name]
-        built = compile_variant(variant, config, arch, dtype, dict(extra))
-        return drv.module_from_file(str(built.cubin)).get_function(variant.symbol)
+        cubin, symbol = _cubin(variant_name, extra, config, dtype, arch)
+        return drv.module_from_file(str(cubin)).get_function(symbol)
 
     def launch(self, fn, grid, block, smem: int, args, stream: int) -> None:
         import numpy as np

@@ -68,9 +68,11 @@ __device__ __forceinline__ void load16(const elem_t* W, int row, int cb, int row
     }
 }
 
-extern "C" __global__ void __launch_bounds__(THREADS_PER_BLOCK)
-nm_compress_topn(const elem_t* __restrict__ W, int rows, int K, int ldw, int MP, int KP,
-                 elem_t* __restrict__ vals, uint32_t* __restrict__ E, int* __restrict__ error) {
+// Top-N of each group of M (ties to the lower index), or simply the nonzeros.
+template <bool TOP_N>
+__device__ __forceinline__ void compress_block(const elem_t* __restrict__ W, int rows, int K,
+                                               int ldw, int MP, int KP, elem_t* __restrict__ vals,
+                                               uint32_t* __restrict__ E, int* __restrict__ error) {
     long id = (long)blockIdx.x * THREADS_PER_BLOCK + threadIdx.x;
     if (id >= (long)MP * (KP / 16)) return;
     int row = id / (KP / 16), cb = id % (KP / 16);
@@ -78,29 +80,30 @@ nm_compress_topn(const elem_t* __restrict__ W, int rows, int K, int ldw, int MP,
     bool keep[16];
     load16(W, row, cb, rows, K, ldw, v);
     for (int j = 0; j < 16; ++j) {
-        // rank among the group: larger |w| first, ties to the lower index
-        int g0 = (j / GROUP_M) * GROUP_M, rank = 0;
-        float a = fabsf(to_float(v[j]));
-        for (int i = g0; i < g0 + GROUP_M; ++i) {
-            float b = fabsf(to_float(v[i]));
-            rank += (b > a) || (b == a && i < j);
+        if (TOP_N) {
+            int g0 = (j / GROUP_M) * GROUP_M, rank = 0;
+            float a = fabsf(to_float(v[j]));
+            for (int i = g0; i < g0 + GROUP_M; ++i) {
+                float b = fabsf(to_float(v[i]));
+                rank += (b > a) || (b == a && i < j);
+            }
+            keep[j] = rank < GROUP_N && (row < rows && cb * 16 + j < K);
+        } else {
+            keep[j] = to_float(v[j]) != 0.0f;
         }
-        keep[j] = rank < GROUP_N && (row < rows && cb * 16 + j < K);
     }
     unsigned meta = pack16(v, keep, vals + (long)row * (KP / 2) + cb * 8, error);
     store_meta(reinterpret_cast<uint16_t*>(E), row, cb, KP, meta);
 }
 
 extern "C" __global__ void __launch_bounds__(THREADS_PER_BLOCK)
+nm_compress_topn(const elem_t* __restrict__ W, int rows, int K, int ldw, int MP, int KP,
+                 elem_t* __restrict__ vals, uint32_t* __restrict__ E, int* __restrict__ error) {
+    compress_block<true>(W, rows, K, ldw, MP, KP, vals, E, error);
+}
+
+extern "C" __global__ void __launch_bounds__(THREADS_PER_BLOCK)
 nm_compress_masked(const elem_t* __restrict__ A, int rows, int K, int lda, int MP, int KP,
                    elem_t* __restrict__ vals, uint32_t* __restrict__ E, int* __restrict__ error) {
-    long id = (long)blockIdx.x * THREADS_PER_BLOCK + threadIdx.x;
-    if (id >= (long)MP * (KP / 16)) return;
-    int row = id / (KP / 16), cb = id % (KP / 16);
-    elem_t v[16];
-    bool keep[16];
-    load16(A, row, cb, rows, K, lda, v);
-    for (int j = 0; j < 16; ++j) keep[j] = to_float(v[j]) != 0.0f;
-    unsigned meta = pack16(v, keep, vals + (long)row * (KP / 2) + cb * 8, error);
-    store_meta(reinterpret_cast<uint16_t*>(E), row, cb, KP, meta);
+    compress_block<false>(A, rows, K, lda, MP, KP, vals, E, error);
 }

@@ -41,7 +41,6 @@ def _kernel_config(config: Config) -> Config:
 
 def _sparse(problem, inputs, config) -> Prepared:
     from kernels import compress
-    from kernels.ops import nm_gemm
 
     realisation = config.to_dict().get("perm_realisation", "none")
     a, b, perm, gather = inputs.a, inputs.b, None, None
@@ -58,37 +57,30 @@ def _sparse(problem, inputs, config) -> Prepared:
     except ValueError as err:
         raise BackendFailure("unsupported", str(err)) from None
     comp = replace(comp, values=comp.values.to(a.device), meta=comp.meta.to(a.device))
-    kcfg = _kernel_config(config)
-    out = torch.empty(
-        problem.m,
-        problem.n,
-        device=a.device,
-        dtype=torch.float32 if kcfg["SPLIT_K"] > 1 else a.dtype,
-    )
 
-    def run():
-        operand = b if gather is None else b.index_select(1, gather)
-        return nm_gemm(comp, operand, kcfg, perm=perm, out=out)
+    def operand():
+        return b if gather is None else b.index_select(1, gather)
 
-    return Prepared(run, lambda o: o.copy_(run()), sparse_path=True)
+    return _prepared(problem, comp, operand, config, perm=perm, sparse=True)
 
 
 def _dense(problem, inputs, config) -> Prepared:
+    return _prepared(problem, inputs.a, lambda: inputs.b, config, perm=None, sparse=False)
+
+
+def _prepared(problem, a, get_b, config, *, perm, sparse: bool) -> Prepared:
+    """The timed call: our kernel into a preallocated output (float32 for split-K)."""
     from kernels.ops import nm_gemm
 
     kcfg = _kernel_config(config)
-    a, b = inputs.a, inputs.b
-    out = torch.empty(
-        problem.m,
-        problem.n,
-        device=a.device,
-        dtype=torch.float32 if kcfg["SPLIT_K"] > 1 else a.dtype,
-    )
+    device = get_b().device
+    dtype = torch.float32 if kcfg["SPLIT_K"] > 1 else get_b().dtype
+    out = torch.empty(problem.m, problem.n, device=device, dtype=dtype)
 
     def run():
-        return nm_gemm(a, b, kcfg, out=out)
+        return nm_gemm(a, get_b(), kcfg, perm=perm, out=out)
 
-    return Prepared(run, lambda o: o.copy_(run()), sparse_path=False)
+    return Prepared(run, lambda o: o.copy_(run()), sparse_path=sparse)
 
 
 def _sparse_supports(problem) -> str | None:
