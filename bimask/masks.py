@@ -28,6 +28,10 @@ def topn_in_groups(scores: torch.Tensor, n: int) -> torch.Tensor:
                 ranks[i].add_(j_beats_i)
                 ranks[j].add_(~j_beats_i)
         return torch.stack(ranks, -1) < n
+    if n == 1:  # argmax returns the first maximum: the same lower-index tie rule, one pass
+        idx = scores.argmax(-1, keepdim=True)
+        mask = torch.zeros(scores.shape, dtype=torch.bool, device=scores.device)
+        return mask.scatter_(-1, idx, True)
     order = torch.sort(scores, dim=-1, descending=True, stable=True).indices[..., :n]
     return torch.zeros(scores.shape, dtype=torch.bool, device=scores.device).scatter_(
         -1, order, True
