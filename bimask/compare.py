@@ -24,7 +24,7 @@ from bimask.train.loop import train
 PATTERNS = ["2:4", "1:4", "2:8", "4:8", "1:16"]
 METHODS = ["srste", "tmask", "bimask"]
 PROFILES = {  # quick: sized for a 2-core CPU; full: for GPU hosts
-    "quick": dict(epochs=2, train_subset=4000, test_subset=2000, batch_size=128),
+    "quick": dict(epochs=2, train_subset=3000, test_subset=2000, batch_size=128),
     "full": dict(epochs=30, train_subset=None, test_subset=None, batch_size=128),
 }
 COLUMNS = [

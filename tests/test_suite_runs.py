@@ -237,3 +237,37 @@ def test_baseline_is_the_per_row_median_of_runs(tmp_path):
     )
     df, meta = store.load(tmp_path / "b")
     assert sorted(df.median_ms.tolist()) == [10.0, 20.0] and len(meta["baseline_of"]) == 3
+
+
+def test_torchrun_mode_runs_one_shard_per_rank_and_merges(tmp_path, shapes):
+    import shutil as sh
+
+    torchrun = sh.which("torchrun") or str(Path(sys.executable).with_name("torchrun"))
+    env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1")
+    out = tmp_path / "dist"
+    cmd = [
+        torchrun,
+        "--nproc_per_node=2",
+        "--master_port=29533",
+        "-m",
+        "suite",
+        "bench",
+        "--tier",
+        "cpu",
+        "--quick",
+        "--no-progress",
+        "--out",
+        str(out),
+        "--shapes",
+        str(shapes),
+    ]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert (out / "shard-0" / "results.csv").is_file() and (
+        out / "shard-1" / "results.csv"
+    ).is_file()
+    merged, meta = store.load(out)
+    part0, _ = store.load(out / "shard-0")
+    part1, _ = store.load(out / "shard-1")
+    assert len(merged) == len(part0) + len(part1) and len(part0) and len(part1)
+    assert (out / "report.md").is_file()
