@@ -12,6 +12,7 @@ from torch import nn
 from bimask.autograd import sparse_op
 from bimask.backends import layer_ops
 from bimask.layout import check_conv_order, from_gemm, to_gemm
+from bimask.masks import nm_mask_2d
 from bimask.methods import MaskState, get_method
 from bimask.patterns import NMPattern
 from bimask.permutations import PERMUTATIONS, find_permutation
@@ -90,8 +91,6 @@ class SparseMixin:
     def _refresh_permutation(self, w2d: torch.Tensor) -> None:
         mf = to_gemm(self.mask_forward, self.conv_order)
         if not bool(self.masks_ready):
-            from bimask.masks import nm_mask_2d
-
             mf = nm_mask_2d(w2d, self.pattern)
         perm = find_permutation(
             w2d,

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import torch
 
+from bimask.layout import check_weight
 from bimask.masks import check_groupable
 from bimask.patterns import NMPattern
 
@@ -112,8 +113,6 @@ def transposable_mask(
     input-gradient GEMMs. ``exact=True`` maximises the kept magnitude; ``exact=False`` is the
     greedy 2-approximation.
     """
-    from bimask.layout import check_weight
-
     pattern = NMPattern.parse(pattern)
     check_weight(weight2d)
     if weight2d.dim() != 2:

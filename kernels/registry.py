@@ -74,7 +74,7 @@ class KernelVariant:
         return None
 
 
-def _gemm_smem(c: dict, sparse: bool) -> int:
+def gemm_smem(c: dict, sparse: bool) -> int:
     pad = c["SMEM_PAD"]
     a = c["BLOCK_M"] * ((c["BLOCK_K"] // 2 if sparse else c["BLOCK_K"]) + pad) * 2
     b = c["BLOCK_N"] * (c["BLOCK_K"] + pad) * 2
@@ -90,7 +90,7 @@ def _gemm_restrictions(sparse: bool) -> tuple[Callable[[dict], bool], ...]:
         lambda c: (
             (c["BLOCK_M"] // c["WARPS_M"] // 16) * (c["BLOCK_N"] // c["WARPS_N"] // 8) * 4 <= 128
         ),
-        lambda c, s=sparse: _gemm_smem(c, s) <= SMEM_LIMIT["sm_80"],
+        lambda c, s=sparse: gemm_smem(c, s) <= SMEM_LIMIT["sm_80"],
     )
 
 

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import math
 import warnings
 
 from suite.backends.base import Backend
 from suite.cache import ResultCache
 from suite.problem import GemmProblem
-from suite.space import Config
+from suite.space import Config, SearchSpace
 from suite.strategies import Objective, run_strategy
 from suite.tuner import TuneSettings, mark_best
 
@@ -36,9 +37,7 @@ def simulated_tune(
         rows.append(dict(row))
         return row["median_ms"] if row["status"] == "ok" else math.inf
 
-    space_configs = [Config.from_dict(__import__("json").loads(c)) for c in rows_by_config]
-    from suite.space import SearchSpace
-
+    space_configs = [Config.from_dict(json.loads(c)) for c in rows_by_config]
     names = sorted({k for c in space_configs for k in c.to_dict()})
     space = SearchSpace(
         {n: tuple(sorted({c.to_dict()[n] for c in space_configs})) for n in names},

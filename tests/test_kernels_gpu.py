@@ -9,6 +9,7 @@ import torch
 
 from bimask import bimask_backward_mask, find_permutation, nm_mask
 from kernels import compress
+from kernels.registry import VARIANTS
 from suite.shapes import correctness_cases
 from suite.space import Config
 
@@ -27,18 +28,7 @@ SMALL = Config.of(
         "SPLIT_K": 1,
     }
 )
-DEFAULT = Config.of(
-    {
-        "BLOCK_M": 128,
-        "BLOCK_N": 128,
-        "BLOCK_K": 64,
-        "WARPS_M": 2,
-        "WARPS_N": 2,
-        "STAGES": 3,
-        "SMEM_PAD": 8,
-        "SPLIT_K": 1,
-    }
-)
+DEFAULT = VARIANTS["nm_spmm"].default()
 
 
 def _rel(out, ref):

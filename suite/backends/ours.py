@@ -14,20 +14,20 @@ from dataclasses import replace
 
 import torch
 
+from kernels import compress
+from kernels.build import nvcc_version, source_hash
+from kernels.ops import nm_gemm
+from kernels.registry import VARIANTS
 from suite.backends.base import Backend, BackendFailure, Prepared
 from suite.problem import pattern_fits_hardware
 from suite.space import Config, SearchSpace
 
 
 def _available() -> str | None:
-    from kernels.registry import VARIANTS
-
     return VARIANTS["nm_spmm"].is_available()
 
 
 def _space(name: str, problem) -> SearchSpace:
-    from kernels.registry import VARIANTS
-
     base = VARIANTS[name].space()
     tunables = dict(base.tunables)
     if name != "dense_gemm" and problem.pass_ == "bwd-data" and problem.perm != "-":
@@ -40,8 +40,6 @@ def _kernel_config(config: Config) -> Config:
 
 
 def _sparse(problem, inputs, config) -> Prepared:
-    from kernels import compress
-
     realisation = config.to_dict().get("perm_realisation", "none")
     a, b, perm, gather = inputs.a, inputs.b, None, None
     if inputs.perm is not None:
@@ -70,8 +68,6 @@ def _dense(problem, inputs, config) -> Prepared:
 
 def _prepared(problem, a, get_b, config, *, perm, sparse: bool) -> Prepared:
     """The timed call: our kernel into a preallocated output (float32 for split-K)."""
-    from kernels.ops import nm_gemm
-
     kcfg = _kernel_config(config)
     device = get_b().device
     dtype = torch.float32 if kcfg["SPLIT_K"] > 1 else get_b().dtype
@@ -92,9 +88,6 @@ def _sparse_supports(problem) -> str | None:
 
 
 def _version() -> str:
-    from kernels.build import nvcc_version, source_hash
-    from kernels.registry import VARIANTS
-
     return f"{source_hash(VARIANTS['nm_spmm'])} {nvcc_version()}"
 
 
