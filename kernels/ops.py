@@ -29,7 +29,7 @@ def _arch(t: torch.Tensor) -> str:
 
 def _pad_k(b: torch.Tensor, multiple: int = 8) -> torch.Tensor:
     k = b.shape[1]
-    if k % multiple == 0 and b.stride(1) == 1:
+    if k % multiple == 0 and b.is_contiguous():  # the kernel takes leading dimension = K
         return b
     out = torch.zeros(b.shape[0], -(-k // multiple) * multiple, dtype=b.dtype, device=b.device)
     out[:, :k] = b

@@ -188,8 +188,15 @@ nm_gemm(const elem_t* __restrict__ A_vals, const uint32_t* __restrict__ E,
                       (kt_begin + next) * BLOCK_K);
         cp_async_commit();
         const Stage& s = stages[it % STAGES];
+#if SPARSE
+        const int k0 = (kt_begin + it) * BLOCK_K;
+#endif
 #pragma unroll
         for (int ks = 0; ks < BLOCK_K / 32; ++ks) {
+#if SPARSE
+            // past the padded K the zero-filled metadata would read as the invalid code 0b0000
+            if (k0 + ks * 32 >= KP) break;  // warp-uniform
+#endif
             uint32_t bf[NT][4];
 #pragma unroll
             for (int j = 0; j < NT; ++j) {
@@ -201,6 +208,7 @@ nm_gemm(const elem_t* __restrict__ A_vals, const uint32_t* __restrict__ E,
             for (int i = 0; i < MT; ++i) {
                 const int row = wm * WARP_M + i * 16;
 #if SPARSE
+                if (m0 + row >= MP) continue;  // whole 16-row tile past the padded rows (uniform)
                 // compressed row: 16 values per 32 dense columns; fragment = dense m16n8k16 A's
                 const elem_t* ap = &s.a[(row + g) * A_LD + ks * 16 + 2 * t];
                 uint32_t af[4] = {
