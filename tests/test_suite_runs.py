@@ -245,22 +245,8 @@ def test_torchrun_mode_runs_one_shard_per_rank_and_merges(tmp_path, shapes):
     torchrun = sh.which("torchrun") or str(Path(sys.executable).with_name("torchrun"))
     env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1")
     out = tmp_path / "dist"
-    cmd = [
-        torchrun,
-        "--nproc_per_node=2",
-        "--master_port=29533",
-        "-m",
-        "suite",
-        "bench",
-        "--tier",
-        "cpu",
-        "--quick",
-        "--no-progress",
-        "--out",
-        str(out),
-        "--shapes",
-        str(shapes),
-    ]
+    # the same bench command line, launched by torchrun instead of the interpreter
+    cmd = [torchrun, "--nproc_per_node=2", "--master_port=29533", *_bench(out, shapes)[1:]]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert (out / "shard-0" / "results.csv").is_file() and (
