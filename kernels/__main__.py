@@ -10,7 +10,13 @@ from __future__ import annotations
 import argparse
 import sys
 
-from kernels.build import CompileError, compile_variant, count_matching, sass_instructions
+from kernels.build import (
+    WGMMA_SERIALIZED,
+    CompileError,
+    compile_variant,
+    count_matching,
+    sass_instructions,
+)
 from kernels.registry import VARIANTS
 
 
@@ -38,6 +44,9 @@ def cmd_compile(args) -> int:
     for v in VARIANTS.values():
         configs = v.corners() if not args.default_only else [v.default()]
         for arch in args.arch:
+            if arch not in v.archs:
+                print(f"{v.name:<20} {arch:<7} skipped: builds for {', '.join(v.archs)} only")
+                continue
             counts = []
             for config in configs:
                 try:
@@ -53,6 +62,9 @@ def cmd_compile(args) -> int:
                     print(
                         f"FAIL {v.name} {arch} {config.to_json()}: no {v.sass_instruction} in SASS"
                     )
+                    failures += 1
+                if serialized := WGMMA_SERIALIZED.search(built.ptxas_log):
+                    print(f"FAIL {v.name} {arch} {config.to_json()}: {serialized.group(0)}")
                     failures += 1
             label = v.sass_instruction or "no tensor-core instruction expected"
             print(f"{v.name:<20} {arch:<7} {len(configs)} configs  {label}: {counts}")

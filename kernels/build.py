@@ -68,6 +68,23 @@ class Built:
     cubin: Path
     cached: bool
 
+    @property
+    def ptxas_log(self) -> str:
+        """ptxas's report for this build (registers, spills, wgmma serialization warnings)."""
+        log = self.cubin.with_suffix(".log")
+        return log.read_text() if log.exists() else ""
+
+
+# ptxas's warning when it had to serialize wgmma instructions (a silent 2x-slower kernel)
+WGMMA_SERIALIZED = re.compile(r"C75\d\d\).*wgmma[^\n]*serialized[^\n]*")
+
+
+def _target(arch: str) -> list[str]:
+    """nvcc target flags. The -gencode form, since arch-specific targets such as sm_90a (wgmma)
+    must not get a plain sm_90 pass."""
+    num = arch.removeprefix("sm_")
+    return [f"-gencode=arch=compute_{num},code=sm_{num}"]
+
 
 def compile_variant(
     variant: KernelVariant,
@@ -79,9 +96,14 @@ def compile_variant(
     """nvcc -cubin for one config (plus ``extra`` defines); the result is cached on disk."""
     if not nvcc_path():
         raise CompileError("nvcc not found: install the CUDA toolkit or set CUDA_HOME")
+    if variant.max_cc and arch not in variant.archs:  # arch-specific code (wgmma)
+        raise CompileError(
+            f"{variant.name} builds for {', '.join(variant.archs)} only, not {arch} "
+            f"(it needs compute capability {variant.min_cc[0]}.{variant.min_cc[1]})"
+        )
     defines = {**variant.defines(config, dtype), **(extra or {})}
     key = hashlib.sha256(
-        f"{source_hash(variant)}|{sorted(defines.items())}|{arch}|{nvcc_version()}".encode()
+        f"{source_hash(variant)}|{sorted(defines.items())}|{arch}|{nvcc_version()}|gencode-v2".encode()
     ).hexdigest()[:24]
     out = CACHE_DIR / f"{variant.name}-{arch}-{key}.cubin"
     if out.exists():
@@ -90,10 +112,12 @@ def compile_variant(
     tmp = out.with_suffix(f".{os.getpid()}.tmp")
     cmd = [
         nvcc_path(),
-        f"-arch={arch}",
+        *_target(arch),
         "-cubin",
         "-O3",
         "-std=c++17",
+        "-Xptxas",
+        "-v",
         "-o",
         str(tmp),
         *(f"-D{k}={v}" for k, v in sorted(defines.items())),
@@ -105,6 +129,7 @@ def compile_variant(
         raise CompileError(
             f"{variant.name} {config.to_json()} {arch}: {proc.stderr.strip()[-800:]}"
         )
+    out.with_suffix(".log").write_text(proc.stderr)
     tmp.replace(out)
     return Built(variant.name, arch, config, out, False)
 
@@ -122,7 +147,9 @@ def sass_instructions(cubin: Path) -> dict[str, int]:
     if proc.returncode != 0:
         raise CompileError(f"cuobjdump failed on {cubin}: {proc.stderr.strip()[-400:]}")
     counts: dict[str, int] = {}
-    for op in re.findall(r"/\*[0-9a-f]{4}\*/\s+(?:@!?U?P\w+\s+)?([A-Z][A-Z0-9_.]+)", proc.stdout):
+    for op in re.findall(
+        r"/\*[0-9a-f]{4}\*/\s+(?:@!?U?P\w+\s+)?([A-Z][A-Za-z0-9_.]+)", proc.stdout
+    ):
         counts[op] = counts.get(op, 0) + 1
     return counts
 

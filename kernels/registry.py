@@ -26,6 +26,10 @@ class KernelVariant:
     patterns: str = "at most 2 kept of every aligned 4 (2:4, 1:4, 2:8, 1:8, 1:16)"
     dtypes: tuple[str, ...] = ("bfloat16", "float16")
     min_cc: tuple[int, int] = (8, 0)
+    archs: tuple[str, ...] = ("sm_80", "sm_90a")  # the nvcc targets checked by default
+    max_cc: tuple[int, int] | None = None  # set for arch-specific code (wgmma: Hopper only)
+    threads: Callable[[dict], int] | None = None  # threads per block of a GEMM config
+    smem: Callable[[dict], int] | None = None  # dynamic shared memory of a GEMM config
     description: str = ""
 
     @property
@@ -69,15 +73,32 @@ class KernelVariant:
         except Exception as err:  # no cupy, no driver, no device
             return f"no CUDA device through CuPy ({type(err).__name__})"
         major, minor = int(cc[:-1]), int(cc[-1])
-        if (major, minor) < self.min_cc:
-            return f"needs compute capability {self.min_cc}, device has {major}.{minor}"
+        return self.runs_on((major, minor))
+
+    def runs_on(self, cc: tuple[int, int]) -> str | None:
+        """None when a device of compute capability ``cc`` runs this variant, else why not."""
+        if cc < self.min_cc or (self.max_cc and cc > self.max_cc):
+            want = ".".join(map(str, self.min_cc))
+            want = f"{want} to {'.'.join(map(str, self.max_cc))}" if self.max_cc else f"{want}+"
+            return f"{self.name} needs compute capability {want}, the device has {cc[0]}.{cc[1]}"
         return None
 
 
 def gemm_smem(c: dict, sparse: bool) -> int:
+    """Dynamic shared memory of an nm_gemm_sm80.cu config (STAGES x (A + B + metadata))."""
     pad = c["SMEM_PAD"]
     a = c["BLOCK_M"] * ((c["BLOCK_K"] // 2 if sparse else c["BLOCK_K"]) + pad) * 2
     b = c["BLOCK_N"] * (c["BLOCK_K"] + pad) * 2
+    e = (c["BLOCK_M"] // 32) * (c["BLOCK_K"] // 32) * 32 * 4 if sparse else 16
+    return c["STAGES"] * (a + b + e)
+
+
+def wgmma_smem(c: dict, sparse: bool) -> int:
+    """Dynamic shared memory of an nm_gemm_sm90.cu config: core-matrix tiles, 8 rows x 16 bytes
+    each, LBO = 128 (+16 with SMEM_PAD) bytes apart along K."""
+    lbo = 128 + 16 * c["SMEM_PAD"]
+    a = (c["BLOCK_M"] // 8) * (c["BLOCK_K"] // (16 if sparse else 8)) * lbo
+    b = (c["BLOCK_N"] // 8) * (c["BLOCK_K"] // 8) * lbo
     e = (c["BLOCK_M"] // 32) * (c["BLOCK_K"] // 32) * 32 * 4 if sparse else 16
     return c["STAGES"] * (a + b + e)
 
@@ -92,6 +113,26 @@ def _gemm_restrictions(sparse: bool) -> tuple[Callable[[dict], bool], ...]:
         ),
         lambda c, s=sparse: gemm_smem(c, s) <= SMEM_LIMIT["sm_80"],
     )
+
+
+def _wgmma_restrictions(sparse: bool) -> tuple[Callable[[dict], bool], ...]:
+    rules = (
+        lambda c: c["BLOCK_M"] % (64 * c["WARPGROUPS"]) == 0,  # whole m64 tiles per warpgroup
+        # accumulators per thread: (m64 tiles per warpgroup) x BLOCK_N/2 floats, at most 128
+        lambda c: (c["BLOCK_M"] // c["WARPGROUPS"] // 64) * (c["BLOCK_N"] // 2) <= 128,
+        lambda c: c["STAGES"] - 1 - c["INFLIGHT"] >= 1,  # at least one tile loading ahead
+        lambda c, s=sparse: wgmma_smem(c, s) <= SMEM_LIMIT["sm_90a"],
+    )
+    # the metadata register of an in-flight sparse wgmma would be overwritten (see the source)
+    return (*rules, lambda c: c["INFLIGHT"] == 0) if sparse else rules
+
+
+def _mma_threads(c: dict) -> int:
+    return c["WARPS_M"] * c["WARPS_N"] * 32
+
+
+def _wgmma_threads(c: dict) -> int:
+    return c["WARPGROUPS"] * 128
 
 
 GEMM_DEFAULT = {
@@ -134,6 +175,8 @@ register(
         GEMM_DEFAULT,
         _gemm_restrictions(True),
         fixed={"SPARSE": 1, "GATHER_B": 0},
+        threads=_mma_threads,
+        smem=lambda c: gemm_smem(c, True),
         description="N:M sparse A (2:4 tensor-core format) x dense B^T, mma.sp m16n8k32",
     )
 )
@@ -146,6 +189,8 @@ register(
         GEMM_DEFAULT,
         _gemm_restrictions(True),
         fixed={"SPARSE": 1, "GATHER_B": 1},
+        threads=_mma_threads,
+        smem=lambda c: gemm_smem(c, True),
         description="nm_spmm reading B's K axis through the Bi-Mask permutation (bwd-data)",
     )
 )
@@ -161,9 +206,91 @@ register(
         sparse=False,
         sass_instruction="HMMA.16816",
         patterns="dense",
+        threads=_mma_threads,
+        smem=lambda c: gemm_smem(c, False),
         description="the same kernel with dense A, mma.sync m16n8k16",
     )
 )
+
+WGMMA_DEFAULT = {
+    "BLOCK_M": 128,
+    "BLOCK_N": 256,
+    "BLOCK_K": 64,
+    "WARPGROUPS": 2,
+    "STAGES": 4,
+    "INFLIGHT": 0,
+    "SMEM_PAD": 1,
+    "SPLIT_K": 1,
+}
+WGMMA_TUNABLES = {
+    "BLOCK_M": (64, 128, 256),
+    "BLOCK_N": (64, 128, 256),  # the wgmma instruction's N
+    "BLOCK_K": (32, 64, 128),
+    "WARPGROUPS": (1, 2),
+    "STAGES": (2, 3, 4, 5),
+    "INFLIGHT": (0, 1),
+    "SMEM_PAD": (0, 1),
+    "SPLIT_K": (1, 2, 4),
+}
+_HOPPER = {"min_cc": (9, 0), "max_cc": (9, 0), "archs": ("sm_90a",), "threads": _wgmma_threads}
+
+register(
+    KernelVariant(
+        "nm_spmm_sm90",
+        "nm_gemm_sm90.cu",
+        "nm_gemm_wgmma",
+        WGMMA_TUNABLES,
+        WGMMA_DEFAULT,
+        _wgmma_restrictions(True),
+        fixed={"SPARSE": 1, "GATHER_B": 0},
+        sass_instruction="HGMMA.SP",
+        smem=lambda c: wgmma_smem(c, True),
+        description="N:M sparse A x dense B^T on Hopper: wgmma.mma_async.sp m64nNk32",
+        **_HOPPER,
+    )
+)
+register(
+    KernelVariant(
+        "nm_spmm_gather_sm90",
+        "nm_gemm_sm90.cu",
+        "nm_gemm_wgmma",
+        WGMMA_TUNABLES,
+        WGMMA_DEFAULT,
+        _wgmma_restrictions(True),
+        fixed={"SPARSE": 1, "GATHER_B": 1},
+        sass_instruction="HGMMA.SP",
+        smem=lambda c: wgmma_smem(c, True),
+        description="nm_spmm_sm90 reading B's K axis through the Bi-Mask permutation",
+        **_HOPPER,
+    )
+)
+register(
+    KernelVariant(
+        "dense_gemm_sm90",
+        "nm_gemm_sm90.cu",
+        "nm_gemm_wgmma",
+        WGMMA_TUNABLES,
+        WGMMA_DEFAULT,
+        _wgmma_restrictions(False),
+        fixed={"SPARSE": 0, "GATHER_B": 0},
+        sparse=False,
+        sass_instruction="HGMMA.64x",
+        patterns="dense",
+        smem=lambda c: wgmma_smem(c, False),
+        description="the same Hopper kernel with dense A, wgmma.mma_async m64nNk16",
+        **_HOPPER,
+    )
+)
+
+# The GEMM kernels by family and role; ops.nm_gemm picks one with ``family=``.
+GEMM_FAMILIES = {
+    "sm80": {"sparse": "nm_spmm", "gather": "nm_spmm_gather", "dense": "dense_gemm"},
+    "sm90": {
+        "sparse": "nm_spmm_sm90",
+        "gather": "nm_spmm_gather_sm90",
+        "dense": "dense_gemm_sm90",
+    },
+}
 register(
     KernelVariant(
         "nm_compress_masked",

@@ -5,6 +5,7 @@
 #ifdef __CUDACC_RTC__  // NVRTC has no libc headers
 typedef unsigned int uint32_t;
 typedef unsigned short uint16_t;
+typedef unsigned long long uint64_t;
 #else
 #include <stdint.h>
 #endif

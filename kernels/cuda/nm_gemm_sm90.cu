@@ -1,0 +1,341 @@
+// C (M x N) = A (M x K) . B^T with B (N x K) K-contiguous, on Hopper's warpgroup MMA (sm_90a).
+// SPARSE=1: A arrives in the same compressed format as the sm_80 kernel (kernels/format.py):
+//   values (MP x KP/2) and fragment-native metadata (MP/32, KP/32, 32) uint32. One
+//   wgmma.mma_async.sp m64nNk32 per m64 tile and 32 dense K, A and B read from shared memory
+//   through matrix descriptors, the metadata from a register (sparsity selector 0).
+// SPARSE=0: A dense (M x K, leading dimension lda); two wgmma m64nNk16 per 32 K. Everything else
+//   is the same code, so the two compare like for like.
+//
+// Shared memory holds every operand tile K-major without swizzle: 8 rows x 16 bytes make one
+// "core matrix" (128 contiguous bytes); the core matrices of one 8-row group follow each other
+// along K every LBO bytes, the 8-row groups every SBO bytes. SMEM_PAD=1 leaves 16 bytes between
+// the core matrices of a row group (LBO = 144), so the 8 threads that copy 8 consecutive 16-byte
+// chunks of one global row hit 8 different bank quads instead of one.
+//
+// The metadata word of a warp: wgmma takes the 16 rows of warp w (rows 16w..16w+15 of the m64
+// tile) with the layout of mma.sp m16n8k32, lanes 4g+0 and 4g+1 holding dense columns 0..15 and
+// 16..31 of rows g (low 16 bits) and g+8 (high 16 bits) under selector 0. In the fragment-native
+// format those are lanes 4g + 2*(w%2) + {0,1} of the 32-row word block: a lane remap, no new format.
+// Metadata of rows past MP or columns past KP is filled with 0x4444 (indices 0 and 1, a valid code
+// for a zero chunk) instead of zeros, because an m64 tile may straddle the padded rows and the
+// all-zero code 0b0000 is invalid.
+//
+// Pipeline: STAGES shared-memory stages filled by cp.async, STAGES-1-INFLIGHT tiles loading ahead;
+// each K tile is one committed group of wgmmas, and INFLIGHT groups stay in flight across tiles
+// (wgmma.wait_group INFLIGHT). The sparse path needs INFLIGHT = 0 (see the static_assert).
+// Tunables (#defines): BLOCK_M, BLOCK_N (the wgmma N: 64, 128 or 256), BLOCK_K, WARPGROUPS,
+// STAGES, INFLIGHT, SMEM_PAD (0/1), SPLIT_K, GATHER_B, DTYPE_BF16, OUT_F32, TRANS_C.
+#include "common.cuh"
+
+#ifndef BLOCK_M
+#define BLOCK_M 128
+#endif
+#ifndef BLOCK_N
+#define BLOCK_N 128
+#endif
+#ifndef BLOCK_K
+#define BLOCK_K 64
+#endif
+#ifndef WARPGROUPS
+#define WARPGROUPS 1
+#endif
+#ifndef STAGES
+#define STAGES 4
+#endif
+#ifndef SMEM_PAD
+#define SMEM_PAD 1
+#endif
+#ifndef GATHER_B
+#define GATHER_B 0
+#endif
+#ifndef INFLIGHT
+#define INFLIGHT 0  // wgmma groups left in flight across K tiles (0 or 1; the sparse path: 0)
+#endif
+#ifndef SPARSE
+#define SPARSE 1
+#endif
+
+#define THREADS (WARPGROUPS * 128)
+#define WG_ROWS (BLOCK_M / WARPGROUPS)
+#define MT (WG_ROWS / 64)  // m64 tiles per warpgroup
+#define ACC (BLOCK_N / 2)  // fp32 accumulators per thread per m64 tile
+#define LBO (128 + 16 * SMEM_PAD)
+#define AHEAD (STAGES - 1 - INFLIGHT)  // K tiles loaded ahead of the one computed on
+#if SPARSE
+#define A_CHUNKS_K (BLOCK_K / 16)  // 16-byte chunks of a compressed row per K tile
+#define E_WORDS ((BLOCK_M / 32) * (BLOCK_K / 32) * 32)
+#else
+#define A_CHUNKS_K (BLOCK_K / 8)
+#define E_WORDS 4
+#endif
+#define B_CHUNKS_K (BLOCK_K / 8)
+#define SBO_A (A_CHUNKS_K * LBO)
+#define SBO_B (B_CHUNKS_K * LBO)
+#define A_BYTES ((BLOCK_M / 8) * SBO_A)
+#define B_BYTES ((BLOCK_N / 8) * SBO_B)
+#define STAGE_BYTES (A_BYTES + B_BYTES + E_WORDS * 4)
+
+static_assert(BLOCK_K % 32 == 0, "BLOCK_K must be a multiple of 32");
+static_assert(BLOCK_M % (64 * WARPGROUPS) == 0, "each warpgroup takes whole m64 tiles");
+static_assert(BLOCK_N == 64 || BLOCK_N == 128 || BLOCK_N == 256, "BLOCK_N is the wgmma N");
+static_assert(MT * ACC <= 128, "at most 128 fp32 accumulators per thread");
+static_assert(INFLIGHT == 0 || INFLIGHT == 1, "INFLIGHT is 0 or 1");
+static_assert(AHEAD >= 1, "STAGES must leave at least one tile loading ahead");
+// The sparse wgmma reads its metadata register while in flight, and the next tile's metadata
+// goes into the same registers: ptxas then serializes every wgmma (C7513/C7515). CUTLASS's sm90
+// sparse mainloop keeps no group in flight either (K_PIPE_MMAS = 0).
+static_assert(!(SPARSE && INFLIGHT), "the sparse path waits for its wgmmas every K tile");
+static_assert(SMEM_PAD == 0 || SMEM_PAD == 1, "SMEM_PAD is 0 or 1 (16 bytes)");
+static_assert(STAGE_BYTES % 16 == 0, "stages stay 16-byte aligned");
+
+#if BLOCK_N == 64
+#define WG_D "{" \
+    "%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, " \
+    "%16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31" \
+    "}"
+#define WG_A "%32"
+#define WG_B "%33"
+#define WG_E "%34"
+#elif BLOCK_N == 128
+#define WG_D "{" \
+    "%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, " \
+    "%16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, " \
+    "%32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, %47, " \
+    "%48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63" \
+    "}"
+#define WG_A "%64"
+#define WG_B "%65"
+#define WG_E "%66"
+#else
+#define WG_D "{" \
+    "%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, " \
+    "%16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, " \
+    "%32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, %47, " \
+    "%48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63, " \
+    "%64, %65, %66, %67, %68, %69, %70, %71, %72, %73, %74, %75, %76, %77, %78, %79, " \
+    "%80, %81, %82, %83, %84, %85, %86, %87, %88, %89, %90, %91, %92, %93, %94, %95, " \
+    "%96, %97, %98, %99, %100, %101, %102, %103, %104, %105, %106, %107, %108, %109, %110, " \
+    "%111, %112, %113, %114, %115, %116, %117, %118, %119, %120, %121, %122, %123, %124, " \
+    "%125, %126, %127" \
+    "}"
+#define WG_A "%128"
+#define WG_B "%129"
+#define WG_E "%130"
+#endif
+
+#define F8(i) "+f"(d[i]), "+f"(d[i + 1]), "+f"(d[i + 2]), "+f"(d[i + 3]), \
+              "+f"(d[i + 4]), "+f"(d[i + 5]), "+f"(d[i + 6]), "+f"(d[i + 7])
+#define F32(i) F8(i), F8(i + 8), F8(i + 16), F8(i + 24)
+#if BLOCK_N == 64
+#define WG_OUT F32(0)
+#elif BLOCK_N == 128
+#define WG_OUT F32(0), F32(32)
+#else
+#define WG_OUT F32(0), F32(32), F32(64), F32(96)
+#endif
+#define XSTR(x) #x
+#define STR(x) XSTR(x)
+#define WG_SHAPE_SP "m64n" STR(BLOCK_N) "k32"
+#define WG_SHAPE_DENSE "m64n" STR(BLOCK_N) "k16"
+
+// A shared-memory matrix descriptor: start address, LBO and SBO in 16-byte units, no swizzle.
+__device__ __forceinline__ uint64_t smem_desc(const void* p, uint32_t sbo) {
+    uint32_t addr = static_cast<uint32_t>(__cvta_generic_to_shared(p));
+    return (uint64_t)((addr & 0x3FFFF) >> 4) | ((uint64_t)(LBO >> 4) << 16) |
+           ((uint64_t)(sbo >> 4) << 32);
+}
+
+// Byte offset of 16-byte chunk c (along K) of row r in a core-matrix tile.
+__device__ __forceinline__ int cm_offset(int r, int c, int sbo) {
+    return (r >> 3) * sbo + c * LBO + (r & 7) * 16;
+}
+
+__device__ __forceinline__ void wgmma_fence() { asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory"); }
+__device__ __forceinline__ void wgmma_commit() {
+    asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory");
+}
+template <int N>
+__device__ __forceinline__ void wgmma_wait() {
+    asm volatile("wgmma.wait_group.sync.aligned %0;\n" ::"n"(N) : "memory");
+}
+// shared memory written by the generic proxy (cp.async, plain stores), read by wgmma next
+__device__ __forceinline__ void fence_proxy_async() {
+    asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory");
+}
+
+// keeps the compiler from moving accumulator definitions into a wgmma pipeline stage
+template <int R>
+__device__ __forceinline__ void fence_acc(float (&d)[R][ACC]) {
+#pragma unroll
+    for (int i = 0; i < R; ++i)
+#pragma unroll
+        for (int v = 0; v < ACC; ++v) asm volatile("" : "+f"(d[i][v])::"memory");
+}
+
+__device__ __forceinline__ void wgmma_sp(float (&d)[ACC], uint64_t da, uint64_t db, uint32_t e) {
+    asm volatile("wgmma.mma_async.sp.sync.aligned." WG_SHAPE_SP ".f32." MMA_TYPE "." MMA_TYPE " "
+                 WG_D ", " WG_A ", " WG_B ", " WG_E ", 0, 1, 1, 1, 0, 0;\n"
+                 : WG_OUT
+                 : "l"(da), "l"(db), "r"(e));
+}
+
+__device__ __forceinline__ void wgmma_dense(float (&d)[ACC], uint64_t da, uint64_t db) {
+    asm volatile("wgmma.mma_async.sync.aligned." WG_SHAPE_DENSE ".f32." MMA_TYPE "." MMA_TYPE " "
+                 WG_D ", " WG_A ", " WG_B ", 1, 1, 1, 0, 0;\n"
+                 : WG_OUT
+                 : "l"(da), "l"(db));
+}
+
+// Issue the loads of one K tile (dense columns k0 .. k0+BLOCK_K) into a stage.
+__device__ __forceinline__ void load_tile(unsigned char* st, const elem_t* __restrict__ A,
+                                          const uint32_t* __restrict__ E,
+                                          const elem_t* __restrict__ B, const int* __restrict__ perm,
+                                          int M, int N, int K, int MP, int KP, int lda, int ldb,
+                                          int m0, int n0, int k0) {
+    const int tid = threadIdx.x;
+    unsigned char* sa = st;
+    unsigned char* sb = st + A_BYTES;
+#if SPARSE
+    uint32_t* se = reinterpret_cast<uint32_t*>(st + A_BYTES + B_BYTES);
+    for (int c = tid; c < BLOCK_M * A_CHUNKS_K; c += THREADS) {
+        int r = c / A_CHUNKS_K, ch = c % A_CHUNKS_K;
+        bool ok = (m0 + r < MP) && (k0 / 2 + ch * 8 < KP / 2);
+        const elem_t* src = ok ? A + (long)(m0 + r) * (KP / 2) + k0 / 2 + ch * 8 : A;
+        cp_async16(sa + cm_offset(r, ch, SBO_A), src, ok);
+    }
+    for (int c = tid; c < E_WORDS / 4; c += THREADS) {
+        int w = c * 4, mt = w / ((BLOCK_K / 32) * 32), kt = (w / 32) % (BLOCK_K / 32), lane = w % 32;
+        int gmt = m0 / 32 + mt, gkt = k0 / 32 + kt;
+        if ((gmt < MP / 32) && (gkt < KP / 32)) {
+            cp_async16(&se[w], E + ((long)gmt * (KP / 32) + gkt) * 32 + lane, true);
+        } else {  // indices {0, 1} for every chunk: valid metadata for the zero padding
+            *reinterpret_cast<uint4*>(&se[w]) = make_uint4(0x44444444u, 0x44444444u, 0x44444444u,
+                                                           0x44444444u);
+        }
+    }
+#else
+    for (int c = tid; c < BLOCK_M * A_CHUNKS_K; c += THREADS) {
+        int r = c / A_CHUNKS_K, ch = c % A_CHUNKS_K;
+        bool ok = (m0 + r < M) && (k0 + ch * 8 < K);
+        const elem_t* src = ok ? A + (long)(m0 + r) * lda + k0 + ch * 8 : A;
+        cp_async16(sa + cm_offset(r, ch, SBO_A), src, ok);
+    }
+#endif
+    // B beyond K is zero-filled: padding in A is zero, and 0 * garbage could be NaN
+#if GATHER_B
+    for (int i = tid; i < BLOCK_N * BLOCK_K; i += THREADS) {
+        int r = i / BLOCK_K, kk = i % BLOCK_K;
+        bool ok = (n0 + r < N) && (k0 + kk < K);
+        *reinterpret_cast<elem_t*>(sb + cm_offset(r, kk / 8, SBO_B) + (kk % 8) * 2) =
+            ok ? B[(long)(n0 + r) * ldb + perm[k0 + kk]] : elem_t(0.0f);
+    }
+#else
+    for (int c = tid; c < BLOCK_N * B_CHUNKS_K; c += THREADS) {
+        int r = c / B_CHUNKS_K, ch = c % B_CHUNKS_K;
+        bool ok = (n0 + r < N) && (k0 + ch * 8 < K);
+        const elem_t* src = ok ? B + (long)(n0 + r) * ldb + k0 + ch * 8 : B;
+        cp_async16(sb + cm_offset(r, ch, SBO_B), src, ok);
+    }
+#endif
+}
+
+extern "C" __global__ void __launch_bounds__(THREADS, 1)
+nm_gemm_wgmma(const elem_t* __restrict__ A, const uint32_t* __restrict__ E,
+              const elem_t* __restrict__ B, const int* __restrict__ perm, out_t* __restrict__ C,
+              int M, int N, int K, int MP, int KP, int lda, int ldb, int ldc) {
+    extern __shared__ __align__(128) unsigned char smem_raw[];
+    const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+    const int wg = warp / 4, wi = warp % 4;  // warpgroup, warp inside it
+    const int g = lane / 4, t = lane % 4;
+    const int m0 = blockIdx.y * BLOCK_M, n0 = blockIdx.x * BLOCK_N;
+#if SPARSE
+    const int k_tiles = (KP + BLOCK_K - 1) / BLOCK_K;
+#else
+    const int k_tiles = (K + BLOCK_K - 1) / BLOCK_K;
+#endif
+    const int per_split = (k_tiles + SPLIT_K - 1) / SPLIT_K;
+    const int kt_begin = blockIdx.z * per_split;
+    const int kt_end = min(k_tiles, kt_begin + per_split);
+    const int n_tiles = max(0, kt_end - kt_begin);
+
+    float acc[MT][ACC];
+#pragma unroll
+    for (int i = 0; i < MT; ++i)
+#pragma unroll
+        for (int v = 0; v < ACC; ++v) acc[i][v] = 0.0f;
+
+    // prologue: AHEAD tiles in flight (one stage is computed on, INFLIGHT more held by wgmma)
+#pragma unroll
+    for (int s = 0; s < AHEAD; ++s) {
+        if (s < n_tiles)
+            load_tile(smem_raw + s * STAGE_BYTES, A, E, B, perm, M, N, K, MP, KP, lda, ldb, m0,
+                      n0, (kt_begin + s) * BLOCK_K);
+        cp_async_commit();
+    }
+    for (int it = 0; it < n_tiles; ++it) {
+        cp_async_wait<AHEAD - 1>();  // this thread's copies of tile `it` have landed
+        fence_proxy_async();         // ... and are visible to the async proxy (wgmma)
+        __syncthreads();  // everyone's copies; every warpgroup is done with tile it-1-INFLIGHT
+        int next = it + AHEAD;
+        if (next < n_tiles)
+            load_tile(smem_raw + (next % STAGES) * STAGE_BYTES, A, E, B, perm, M, N, K, MP, KP,
+                      lda, ldb, m0, n0, (kt_begin + next) * BLOCK_K);
+        cp_async_commit();
+
+        const unsigned char* st = smem_raw + (it % STAGES) * STAGE_BYTES;
+        const unsigned char* sa = st + (wg * WG_ROWS / 8) * SBO_A;
+        const unsigned char* sb = st + A_BYTES;
+#if SPARSE
+        const uint32_t* se = reinterpret_cast<const uint32_t*>(st + A_BYTES + B_BYTES);
+        uint32_t e[MT][BLOCK_K / 32];
+#pragma unroll
+        for (int i = 0; i < MT; ++i)
+#pragma unroll
+            for (int ks = 0; ks < BLOCK_K / 32; ++ks) {
+                int row = wg * WG_ROWS + i * 64 + 16 * wi;  // this warp's 16 rows
+                e[i][ks] = se[((row / 32) * (BLOCK_K / 32) + ks) * 32 + 4 * g + 2 * (wi & 1) + (t & 1)];
+            }
+#endif
+        fence_acc(acc);
+        wgmma_fence();
+#pragma unroll
+        for (int ks = 0; ks < BLOCK_K / 32; ++ks) {
+#pragma unroll
+            for (int i = 0; i < MT; ++i) {
+#if SPARSE
+                // compressed A: 64 rows x 16 values = 2 chunks per 32 dense K; B: 4 chunks
+                uint64_t da = smem_desc(sa + (i * 64 / 8) * SBO_A + (2 * ks) * LBO, SBO_A);
+                uint64_t db = smem_desc(sb + (4 * ks) * LBO, SBO_B);
+                wgmma_sp(acc[i], da, db, e[i][ks]);
+#else
+#pragma unroll
+                for (int h = 0; h < 2; ++h) {  // two k16 halves of the 32-wide step
+                    uint64_t da = smem_desc(sa + (i * 64 / 8) * SBO_A + (4 * ks + 2 * h) * LBO, SBO_A);
+                    uint64_t db = smem_desc(sb + (4 * ks + 2 * h) * LBO, SBO_B);
+                    wgmma_dense(acc[i], da, db);
+                }
+#endif
+            }
+        }
+        wgmma_commit();
+        wgmma_wait<INFLIGHT>();  // tile it-INFLIGHT is done: its stage may be refilled
+        fence_acc(acc);
+    }
+    wgmma_wait<0>();
+    fence_acc(acc);
+    cp_async_wait<0>();
+
+    // accumulator layout of m64nN: warp wi holds rows 16*wi + g (+8), columns 8j + 2t (+1)
+#pragma unroll
+    for (int i = 0; i < MT; ++i) {
+        int row = m0 + wg * WG_ROWS + i * 64 + 16 * wi + g;
+#pragma unroll
+        for (int j = 0; j < BLOCK_N / 8; ++j) {
+            int col = n0 + j * 8 + 2 * t;
+            store_out(C, row, col, M, N, ldc, acc[i][4 * j + 0]);
+            store_out(C, row, col + 1, M, N, ldc, acc[i][4 * j + 1]);
+            store_out(C, row + 8, col, M, N, ldc, acc[i][4 * j + 2]);
+            store_out(C, row + 8, col + 1, M, N, ldc, acc[i][4 * j + 3]);
+        }
+    }
+}
