@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from functools import cache
 
 from kernels.build import compile_variant
-from kernels.registry import VARIANTS, KernelVariant, gemm_smem
+from kernels.registry import VARIANTS, KernelVariant
 from kernels.space import Config
 
 
@@ -30,10 +30,11 @@ class GemmLaunch:
 
 
 def gemm_launch(variant: KernelVariant, config: Config, m: int, n: int) -> GemmLaunch:
+    if variant.threads is None or variant.smem is None:
+        raise ValueError(f"{variant.name} is not a GEMM kernel")
     c = config.to_dict()
     grid = (math.ceil(n / c["BLOCK_N"]), math.ceil(m / c["BLOCK_M"]), c["SPLIT_K"])
-    block = (c["WARPS_M"] * c["WARPS_N"] * 32, 1, 1)
-    return GemmLaunch(grid, block, gemm_smem(c, variant.fixed.get("SPARSE", 1) == 1))
+    return GemmLaunch(grid, (variant.threads(c), 1, 1), variant.smem(c))
 
 
 def _cubin(variant_name: str, extra: tuple, config: Config, dtype: str, arch: str):

@@ -11,7 +11,7 @@ import torch
 
 from kernels.format import TILE, Compressed, check_sparse_pattern
 from kernels.launch import LAUNCHERS, arch_of, gemm_launch
-from kernels.registry import VARIANTS
+from kernels.registry import GEMM_FAMILIES, VARIANTS
 from kernels.space import Config
 
 DTYPE_NAMES = {torch.bfloat16: "bfloat16", torch.float16: "float16"}
@@ -97,22 +97,30 @@ def nm_gemm(
     transpose_out: bool = False,
     launcher: str = "cupy",
     out: torch.Tensor | None = None,
+    family: str = "sm80",
 ) -> torch.Tensor:
     """C = A . B^T with A compressed (sparse path) or a dense tensor (dense kernel).
 
     ``perm`` (int32, length K) makes the kernel read B's columns as B[:, perm] (the permuted
     Bi-Mask backward); ``transpose_out`` writes C^T. Split-K configs accumulate in float32.
+    ``family`` picks the kernel source: "sm80" (mma.sync / mma.sp, any sm_80+ GPU) or "sm90"
+    (wgmma, Hopper only); both read the same compressed format.
     """
+    if family not in GEMM_FAMILIES:
+        raise ValueError(f"unknown kernel family {family!r}; choose one of {sorted(GEMM_FAMILIES)}")
+    roles = GEMM_FAMILIES[family]
     sparse = isinstance(a, Compressed)
     if sparse:
-        name = "nm_spmm_gather" if perm is not None else "nm_spmm"
+        name = roles["gather"] if perm is not None else roles["sparse"]
         m, k = a.rows, a.k
         elem = a.values
     else:
         if perm is not None:
             raise ValueError("perm applies to the sparse kernel only")
-        name, (m, k), elem = "dense_gemm", a.shape, a
+        name, (m, k), elem = roles["dense"], a.shape, a
     variant = VARIANTS[name]
+    if why := variant.runs_on(torch.cuda.get_device_capability(elem.device)):
+        raise ValueError(f"{why}; family='sm80' runs on any sm_80+ GPU")
     if not variant.space().allows(config.to_dict()):
         raise ValueError(f"{name}: config {config.to_json()} breaks a restriction")
     if b.shape[1] != k:

@@ -1,4 +1,5 @@
-"""This project's kernels (kernels/) as suite backends: the N:M sparse GEMM and its dense twin.
+"""This project's kernels (kernels/) as suite backends: the N:M sparse GEMM and its dense twin,
+for each kernel family (sm80: mma.sync/mma.sp on any sm_80+ GPU; sm90: wgmma, Hopper only).
 
 The sparse backend compresses A once per problem (setup, untimed; the compress kernel has its
 own rows) and times the GEMM. For the Bi-Mask bwd-data pass the permutation is realised as a
@@ -11,26 +12,27 @@ perm_every steps: no per-step cost).
 from __future__ import annotations
 
 from dataclasses import replace
+from functools import partial
 
 import torch
 
 from kernels import compress
 from kernels.build import nvcc_version, source_hash
 from kernels.ops import nm_gemm
-from kernels.registry import VARIANTS
+from kernels.registry import GEMM_FAMILIES, VARIANTS
 from suite.backends.base import Backend, BackendFailure, Prepared
 from suite.problem import pattern_fits_hardware
 from suite.space import Config, SearchSpace
 
 
-def _available() -> str | None:
-    return VARIANTS["nm_spmm"].is_available()
+def _available(name: str) -> str | None:
+    return VARIANTS[name].is_available()
 
 
 def _space(name: str, problem) -> SearchSpace:
     base = VARIANTS[name].space()
     tunables = dict(base.tunables)
-    if name != "dense_gemm" and problem.pass_ == "bwd-data" and problem.perm != "-":
+    if not name.startswith("dense_gemm") and problem.pass_ == "bwd-data" and problem.perm != "-":
         tunables["perm_realisation"] = ("in_kernel", "separate_op", "physical")
     return SearchSpace(tunables, base.restrictions)
 
@@ -39,7 +41,7 @@ def _kernel_config(config: Config) -> Config:
     return Config.of({k: v for k, v in config.to_dict().items() if k != "perm_realisation"})
 
 
-def _sparse(problem, inputs, config) -> Prepared:
+def _sparse(problem, inputs, config, family: str) -> Prepared:
     realisation = config.to_dict().get("perm_realisation", "none")
     a, b, perm, gather = inputs.a, inputs.b, None, None
     if inputs.perm is not None:
@@ -59,14 +61,16 @@ def _sparse(problem, inputs, config) -> Prepared:
     def operand():
         return b if gather is None else b.index_select(1, gather)
 
-    return _prepared(problem, comp, operand, config, perm=perm, sparse=True)
+    return _prepared(problem, comp, operand, config, perm=perm, sparse=True, family=family)
 
 
-def _dense(problem, inputs, config) -> Prepared:
-    return _prepared(problem, inputs.a, lambda: inputs.b, config, perm=None, sparse=False)
+def _dense(problem, inputs, config, family: str) -> Prepared:
+    return _prepared(
+        problem, inputs.a, lambda: inputs.b, config, perm=None, sparse=False, family=family
+    )
 
 
-def _prepared(problem, a, get_b, config, *, perm, sparse: bool) -> Prepared:
+def _prepared(problem, a, get_b, config, *, perm, sparse: bool, family: str) -> Prepared:
     """The timed call: our kernel into a preallocated output (float32 for split-K)."""
     kcfg = _kernel_config(config)
     device = get_b().device
@@ -74,7 +78,7 @@ def _prepared(problem, a, get_b, config, *, perm, sparse: bool) -> Prepared:
     out = torch.empty(problem.m, problem.n, device=device, dtype=dtype)
 
     def run():
-        return nm_gemm(a, get_b(), kcfg, perm=perm, out=out)
+        return nm_gemm(a, get_b(), kcfg, perm=perm, out=out, family=family)
 
     return Prepared(run, lambda o: o.copy_(run()), sparse_path=sparse)
 
@@ -87,32 +91,50 @@ def _sparse_supports(problem) -> str | None:
     return None
 
 
-def _version() -> str:
-    return f"{source_hash(VARIANTS['nm_spmm'])} {nvcc_version()}"
+def _version(family: str) -> str:
+    return f"{source_hash(VARIANTS[GEMM_FAMILIES[family]['sparse']])} {nvcc_version()}"
+
+
+def _family_backends(family: str, suffix: str, sparse_about: str, dense_about: str):
+    roles = GEMM_FAMILIES[family]
+    return [
+        Backend(
+            f"bimask_sparse{suffix}",
+            "cuda",
+            "sparse",
+            partial(_sparse, family=family),
+            partial(_space, roles["sparse"]),
+            supports=_sparse_supports,
+            available=partial(_available, roles["sparse"]),
+            version=partial(_version, family),
+            dtypes=("bfloat16", "float16"),
+            description=sparse_about,
+        ),
+        Backend(
+            f"bimask_dense{suffix}",
+            "cuda",
+            "dense",
+            partial(_dense, family=family),
+            partial(_space, roles["dense"]),
+            available=partial(_available, roles["dense"]),
+            version=partial(_version, family),
+            dtypes=("bfloat16", "float16"),
+            description=dense_about,
+        ),
+    ]
 
 
 OUR_BACKENDS = [
-    Backend(
-        "bimask_sparse",
-        "cuda",
-        "sparse",
-        _sparse,
-        lambda p: _space("nm_spmm", p),
-        supports=_sparse_supports,
-        available=_available,
-        version=_version,
-        dtypes=("bfloat16", "float16"),
-        description="this project's mma.sp m16n8k32 kernel (kernels/nm_gemm_sm80.cu)",
+    *_family_backends(
+        "sm80",
+        "",
+        "this project's mma.sp m16n8k32 kernel (kernels/cuda/nm_gemm_sm80.cu)",
+        "the same kernel with dense A (mma.sync m16n8k16)",
     ),
-    Backend(
-        "bimask_dense",
-        "cuda",
-        "dense",
-        _dense,
-        lambda p: _space("dense_gemm", p),
-        available=_available,
-        version=_version,
-        dtypes=("bfloat16", "float16"),
-        description="the same kernel with dense A (mma.sync m16n8k16)",
+    *_family_backends(
+        "sm90",
+        "_sm90",
+        "this project's Hopper kernel, wgmma.mma_async.sp m64nNk32 (kernels/cuda/nm_gemm_sm90.cu)",
+        "the same Hopper kernel with dense A (wgmma m64nNk16)",
     ),
 ]
