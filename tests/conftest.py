@@ -34,7 +34,17 @@ def cupy_reason() -> str | None:
     return None
 
 
-_PROBES = {"gpu": cuda_reason, "nvcc": nvcc_reason, "cupy": cupy_reason}
+@functools.cache
+def hopper_reason() -> str | None:
+    if reason := cuda_reason():
+        return reason
+    cc = torch.cuda.get_device_capability()
+    if cc != (9, 0):
+        return f"the wgmma kernels need a Hopper GPU (compute capability 9.0), this one is {cc}"
+    return None
+
+
+_PROBES = {"gpu": cuda_reason, "nvcc": nvcc_reason, "cupy": cupy_reason, "hopper": hopper_reason}
 
 
 def pytest_collection_modifyitems(config, items):

@@ -11,7 +11,13 @@ import pytest
 
 from kernels import nvrtc
 from kernels.__main__ import main as kernels_main
-from kernels.build import _tool, compile_variant, count_matching, sass_instructions
+from kernels.build import (
+    WGMMA_SERIALIZED,
+    _tool,
+    compile_variant,
+    count_matching,
+    sass_instructions,
+)
 from kernels.registry import VARIANTS
 
 needs_sass = pytest.mark.skipif(
@@ -20,21 +26,87 @@ needs_sass = pytest.mark.skipif(
 )
 
 
+BUILDS = [(name, arch) for name in sorted(VARIANTS) for arch in VARIANTS[name].archs]
+
+
 @pytest.mark.nvcc
 @needs_sass
-@pytest.mark.parametrize("arch", ["sm_80", "sm_90a"])
-@pytest.mark.parametrize("name", sorted(VARIANTS))
+@pytest.mark.parametrize(("name", "arch"), BUILDS, ids=[f"{n}-{a}" for n, a in BUILDS])
 def test_variant_compiles_and_holds_its_mma(name, arch):
     v = VARIANTS[name]
     built = compile_variant(v, v.default(), arch)
     sass = sass_instructions(built.cubin)
-    sparse_mma = count_matching(sass, "HMMA.SP")
+    sparse_mma = count_matching(sass, "HMMA.SP") + count_matching(sass, "HGMMA.SP")
     if v.sparse:
         assert sparse_mma > 0, f"{name}: no sparse MMA in the SASS"
     else:
         assert sparse_mma == 0
     if v.sass_instruction:
         assert count_matching(sass, v.sass_instruction) > 0
+
+
+@pytest.mark.nvcc
+@needs_sass
+def test_hopper_kernels_use_warpgroup_mma_not_the_warp_level_one():
+    for name in ("nm_spmm_sm90", "dense_gemm_sm90"):
+        v = VARIANTS[name]
+        sass = sass_instructions(compile_variant(v, v.default(), "sm_90a").cubin)
+        assert count_matching(sass, "HGMMA") > 0 and count_matching(sass, "HMMA") == 0, name
+
+
+@pytest.mark.nvcc
+@needs_sass
+def test_hopper_sparse_kernel_does_half_the_gmma_work_of_the_dense_one():
+    sp, de = VARIANTS["nm_spmm_sm90"], VARIANTS["dense_gemm_sm90"]
+    assert sp.default() == de.default()  # same tiles: the counts compare like for like
+    n_sp = count_matching(
+        sass_instructions(compile_variant(sp, sp.default(), "sm_90a").cubin), "HGMMA.SP"
+    )
+    n_de = count_matching(
+        sass_instructions(compile_variant(de, de.default(), "sm_90a").cubin), "HGMMA.64x"
+    )
+    assert n_sp > 0 and n_de == 2 * n_sp  # per 32 K: one m64nNk32 .sp versus two m64nNk16
+
+
+@pytest.mark.nvcc
+@pytest.mark.parametrize("name", ["nm_spmm_sm90", "nm_spmm_gather_sm90", "dense_gemm_sm90"])
+def test_hopper_builds_keep_their_wgmmas_pipelined(name):
+    """ptxas serializes wgmmas (warning C7513/C7515, each one waited for alone) when registers
+    they read are rewritten while they run; every corner of the space must be free of it."""
+    v = VARIANTS[name]
+    for config in v.corners():
+        log = compile_variant(v, config, "sm_90a").ptxas_log
+        assert "registers" in log, "no ptxas report captured: the check below could not fail"
+        assert not WGMMA_SERIALIZED.search(log), f"{name} {config.to_json()}: {log}"
+
+
+@pytest.mark.nvcc
+def test_sparse_hopper_kernel_refuses_a_wgmma_group_in_flight():
+    from kernels.build import CompileError
+    from suite.space import Config
+
+    v = VARIANTS["nm_spmm_sm90"]
+    assert not v.space().allows({**v.default().to_dict(), "INFLIGHT": 1})
+    bad = Config.of({**v.default().to_dict(), "INFLIGHT": 1})
+    with pytest.raises(CompileError, match="waits for its wgmmas"):
+        compile_variant(v, bad, "sm_90a")
+
+
+@pytest.mark.nvcc
+def test_hopper_variant_refuses_other_targets():
+    from kernels.build import CompileError
+
+    v = VARIANTS["nm_spmm_sm90"]
+    with pytest.raises(CompileError, match="sm_90a only"):
+        compile_variant(v, v.default(), "sm_80")
+
+
+def test_runs_on_names_the_compute_capability():
+    assert VARIANTS["nm_spmm"].runs_on((9, 0)) is None
+    assert VARIANTS["nm_spmm_sm90"].runs_on((9, 0)) is None
+    assert "9.0 to 9.0" in VARIANTS["nm_spmm_sm90"].runs_on((8, 0))
+    assert "has 10.0" in VARIANTS["nm_spmm_sm90"].runs_on((10, 0))  # no wgmma on Blackwell
+    assert "8.0+" in VARIANTS["nm_spmm"].runs_on((7, 5))
 
 
 @pytest.mark.nvcc
@@ -59,14 +131,24 @@ def test_invalid_config_is_a_compile_error_not_a_wrong_kernel():
 
 @pytest.mark.skipif(nvrtc.available() is not None, reason=str(nvrtc.available()))
 @needs_sass
-@pytest.mark.parametrize("name", ["nm_spmm", "dense_gemm", "nm_compress"])
-def test_nvrtc_builds_the_same_instructions(name):
+@pytest.mark.parametrize(
+    ("name", "arch"),
+    [
+        ("nm_spmm", "sm_80"),
+        ("dense_gemm", "sm_80"),
+        ("nm_compress", "sm_80"),
+        ("nm_spmm_sm90", "sm_90a"),
+        ("dense_gemm_sm90", "sm_90a"),
+    ],
+)
+def test_nvrtc_builds_the_same_instructions(name, arch):
     v = VARIANTS[name]
     cubin = Path(tempfile.mkdtemp()) / "k.cubin"
-    cubin.write_bytes(nvrtc.compile_cubin(v, v.default(), "sm_80"))
+    cubin.write_bytes(nvrtc.compile_cubin(v, v.default(), arch))
     nvrtc_sass = sass_instructions(cubin)
-    nvcc_sass = sass_instructions(compile_variant(v, v.default()).cubin)
-    assert count_matching(nvrtc_sass, "HMMA") == count_matching(nvcc_sass, "HMMA")
+    nvcc_sass = sass_instructions(compile_variant(v, v.default(), arch).cubin)
+    for op in ("HMMA", "HGMMA"):
+        assert count_matching(nvrtc_sass, op) == count_matching(nvcc_sass, op)
     shutil.rmtree(cubin.parent)
 
 

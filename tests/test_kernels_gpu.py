@@ -29,6 +29,27 @@ SMALL = Config.of(
     }
 )
 DEFAULT = VARIANTS["nm_spmm"].default()
+SMALL_SM90 = Config.of(
+    {
+        "BLOCK_M": 64,
+        "BLOCK_N": 64,
+        "BLOCK_K": 32,
+        "WARPGROUPS": 1,
+        "STAGES": 2,
+        "INFLIGHT": 0,
+        "SMEM_PAD": 1,
+        "SPLIT_K": 1,
+    }
+)
+# per kernel family: a small config (many blocks and K tiles on the small shapes) and the default
+CONFIGS = {
+    "sm80": {"small": SMALL, "default": DEFAULT},
+    "sm90": {"small": SMALL_SM90, "default": VARIANTS["nm_spmm_sm90"].default()},
+}
+FAMILIES = [
+    "sm80",
+    pytest.param("sm90", marks=pytest.mark.hopper),  # wgmma: compute capability 9.0 only
+]
 
 
 def _rel(out, ref):
@@ -66,28 +87,57 @@ def _to_gpu(c):
 
 @pytest.mark.parametrize("case", CASES, ids=lambda c: f"{c['m']}x{c['n']}x{c['k']}")
 @pytest.mark.parametrize("pattern", PATTERNS)
-@pytest.mark.parametrize("config", [SMALL, DEFAULT], ids=["small", "default"])
-def test_forward_against_float64(case, pattern, config):
+@pytest.mark.parametrize("config", ["small", "default"])
+@pytest.mark.parametrize("family", FAMILIES)
+def test_forward_against_float64(case, pattern, config, family):
     g = torch.Generator().manual_seed(case["seed"])
     w = torch.randn(case["m"], case["k"], generator=g).bfloat16()
     a = w * nm_mask(w, pattern)
     x = torch.randn(case["n"], case["k"], generator=g).bfloat16()
     ref = a.double() @ x.double().t()
-    out = _run(_to_gpu(compress(a, pattern)), x.cuda(), config)
+    out = _run(_to_gpu(compress(a, pattern)), x.cuda(), CONFIGS[family][config], family=family)
     assert _rel(out, ref) < 1e-2
 
 
 @pytest.mark.parametrize("case", CASES, ids=lambda c: f"{c['m']}x{c['n']}x{c['k']}")
-def test_dense_kernel_against_float64(case):
+@pytest.mark.parametrize("family", FAMILIES)
+def test_dense_kernel_against_float64(case, family):
     g = torch.Generator().manual_seed(case["seed"])
     a = torch.randn(case["m"], case["k"], generator=g).bfloat16()
     b = torch.randn(case["n"], case["k"], generator=g).bfloat16()
-    out = _run(a.cuda(), b.cuda(), SMALL)
+    out = _run(a.cuda(), b.cuda(), CONFIGS[family]["small"], family=family)
     assert _rel(out, a.double() @ b.double().t()) < 1e-2
 
 
+# Hopper configs off the default path: two warpgroups x two m64 tiles, no smem padding, fp16,
+# a 64-wide wgmma N, deeper pipelines, and the dense twin with one wgmma group in flight.
+SM90_CORNERS = [
+    {"BLOCK_M": 256, "BLOCK_N": 128, "BLOCK_K": 128, "WARPGROUPS": 2, "STAGES": 3, "SMEM_PAD": 0},
+    {"BLOCK_M": 128, "BLOCK_N": 64, "BLOCK_K": 64, "WARPGROUPS": 1, "STAGES": 5, "SMEM_PAD": 1},
+    {"BLOCK_M": 64, "BLOCK_N": 256, "BLOCK_K": 32, "WARPGROUPS": 1, "STAGES": 4, "SMEM_PAD": 0},
+]
+
+
+@pytest.mark.hopper
+@pytest.mark.parametrize("corner", SM90_CORNERS, ids=lambda c: "x".join(map(str, c.values())))
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_sm90_configs_sparse_and_dense(corner, dtype):
+    g = torch.Generator().manual_seed(21)
+    m, n, k = 300, 200, 416  # no dimension a tile multiple
+    w = torch.randn(m, k, generator=g).to(dtype)
+    a = w * nm_mask(w, "2:4")
+    x = torch.randn(n, k, generator=g).to(dtype)
+    cfg = Config.of({**SMALL_SM90.to_dict(), **corner})
+    out = _run(_to_gpu(compress(a, "2:4")), x.cuda(), cfg, family="sm90")
+    assert _rel(out, a.double() @ x.double().t()) < 1e-2
+    dense_cfg = Config.of({**cfg.to_dict(), "INFLIGHT": 1})
+    out = _run(a.cuda(), x.cuda(), dense_cfg, family="sm90")
+    assert _rel(out, a.double() @ x.double().t()) < 1e-2
+
+
 @pytest.mark.parametrize("realisation", ["gather_in_kernel", "pre_permuted"])
-def test_bimask_backward_data_pass(realisation):
+@pytest.mark.parametrize("family", FAMILIES)
+def test_bimask_backward_data_pass(realisation, family):
     g = torch.Generator().manual_seed(7)
     out_f, in_f, tokens = 96, 160, 72
     w = torch.randn(out_f, in_f, generator=g)
@@ -99,21 +149,23 @@ def test_bimask_backward_data_pass(realisation):
     ref = dy.double() @ (w * mb).double()  # dX = dY (W*Mb): (tokens x in)
     a_perm = a[:, perm]  # k axis in pi order: consecutive N:M groups
     comp = _to_gpu(compress(a_perm, "2:4"))
+    cfg, kw = CONFIGS[family]["small"], {"transpose_out": True, "family": family}
     if realisation == "gather_in_kernel":
-        out = _run(comp, dy.cuda(), SMALL, perm=perm.int().cuda(), transpose_out=True)
+        out = _run(comp, dy.cuda(), cfg, perm=perm.int().cuda(), **kw)
     else:
-        out = _run(comp, dy[:, perm].contiguous().cuda(), SMALL, transpose_out=True)
+        out = _run(comp, dy[:, perm].contiguous().cuda(), cfg, **kw)
     assert out.shape == (tokens, in_f)
     assert _rel(out, ref) < 1e-2
 
 
-def test_split_k_and_float32_output():
+@pytest.mark.parametrize("family", FAMILIES)
+def test_split_k_and_float32_output(family):
     g = torch.Generator().manual_seed(3)
     w = torch.randn(128, 512, generator=g).bfloat16()
     a = w * nm_mask(w, "2:4")
     x = torch.randn(96, 512, generator=g).bfloat16()
-    cfg = Config.of({**SMALL.to_dict(), "SPLIT_K": 4})
-    out = _run(_to_gpu(compress(a, "2:4")), x.cuda(), cfg)
+    cfg = Config.of({**CONFIGS[family]["small"].to_dict(), "SPLIT_K": 4})
+    out = _run(_to_gpu(compress(a, "2:4")), x.cuda(), cfg, family=family)
     assert out.dtype == torch.float32 and _rel(out, a.double() @ x.double().t()) < 1e-2
 
 
