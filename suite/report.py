@@ -80,6 +80,14 @@ def write_report(df: pd.DataFrame, meta: dict, out_dir: str | Path, perm_every: 
         if len(quality)
         else quality
     )
+    compression = df[df.op.isin(["compress", "compress_bwd", "mask_compress"])]
+    compression = (
+        compression[compression.status == "ok"][
+            ["layer", "pattern", "op", "compress_backend", "m", "k", "median_ms"]
+        ].sort_values(["layer", "pattern", "op", "median_ms"])
+        if len(compression) and "compress_backend" in compression
+        else compression[:0]
+    )
     step = step_view(df, perm_every)
     plots = []
     if len(best) and (p := plot_speedups(best_rows(df), out / "speedup.png")):
@@ -109,6 +117,15 @@ def write_report(df: pd.DataFrame, meta: dict, out_dir: str | Path, perm_every: 
         f"Permutation search amortised over perm_every={perm_every} steps.",
         "",
         _md(step),
+        "",
+        "## Per-step compression",
+        "",
+        "Masks change every step, so each sparse backend's operand is rebuilt every step: "
+        "`compress` packs W*Mf (m x k), `compress_bwd` packs (W*Mb)^T in pi order (k x m), "
+        "`mask_compress` takes top-N and packs in one pass from W. The step view above adds the "
+        "rows of the backend it runs.",
+        "",
+        _md(compression),
         "",
         "## Backward-mask quality by permutation strategy",
         "",

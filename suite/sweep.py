@@ -15,6 +15,7 @@ from tqdm import tqdm
 from bimask import bimask_backward_mask, find_permutation, nm_mask, permutation_score
 from suite.backends import BACKENDS
 from suite.cache import ResultCache
+from suite.compressors import compressors_for
 from suite.problem import GemmProblem, Layer, problems_for_layer
 from suite.store import add_speedups
 from suite.timing import measure
@@ -52,6 +53,15 @@ def mask_tasks(spec: SweepSpec) -> list[tuple[Layer, str, str]]:
         for pattern in spec.patterns
         for perm in spec.perms
     ]
+
+
+class _NoTiming:
+    median_ms = iqr_ms = min_ms = float("nan")
+    reps = 0
+    converged = False
+
+
+_NO_TIMING = _NoTiming()
 
 
 def _overhead_row(
@@ -120,15 +130,48 @@ def mask_rows(layer: Layer, pattern: str, perm: str, spec: SweepSpec) -> list[di
             _overhead_row("nm_mask", layer, pattern, "-", device, t_f),
             _overhead_row("backward_mask", layer, pattern, "-", device, t_b),
         ]
-        if "torch_csr" in spec.backends:
-            a = (w * mf).cpu()
-            t_c = measure(a.to_sparse_csr, budget_s=budget, min_reps=3)
+        rows += compress_rows(layer, pattern, w, mf, (w * mb).t()[:, pi], spec)
+    return rows
+
+
+def compress_rows(layer, pattern, w, mf, a_bwd, spec: SweepSpec) -> list[dict]:
+    """Per-step compression of both sparse operands by every compressor the sweep's backends
+    need (W*Mf for fwd, (W*Mb)^T in pi order for bwd-data, and mask + pack in one pass from W
+    where the compressor fuses them); failures are rows too."""
+    rows, a_fwd = [], w * mf
+    for c in compressors_for(spec.backends, spec.device):
+        why = c.available() or c.supports(pattern)
+        jobs = [
+            ("compress", layer, a_fwd),
+            ("compress_bwd", Layer(layer.name, layer.inp, layer.out, 0), a_bwd),
+        ]
+        if c.fused is not None:
+            jobs.append(("mask_compress", layer, w))
+        for op, lay, a in jobs:
+            if why:
+                rows.append(_failed_row(op, lay, pattern, spec.device, "unsupported", why, c.name))
+                continue
+            try:
+                a_dev = a.to(spec.device).contiguous()
+                call = (c.fused if op == "mask_compress" else c.prepare)(a_dev, pattern)
+                t = measure(call, device=spec.device, budget_s=spec.settings.budget_s, min_reps=3)
+            except Exception as err:  # a failed measurement is a data row, not a crash
+                rows.append(
+                    _failed_row(op, lay, pattern, spec.device, "error", repr(err)[:300], c.name)
+                )
+                continue
             rows.append(
                 _overhead_row(
-                    "compress", layer, pattern, "-", "cpu", t_c, compress_backend="torch_csr"
+                    op, lay, pattern, "-", spec.device, t, compress_backend=c.name, dtype=c.dtype
                 )
             )
     return rows
+
+
+def _failed_row(op, layer, pattern, device, status, reason, backend) -> dict:
+    nan = float("nan")
+    row = _overhead_row(op, layer, pattern, "-", device, _NO_TIMING, compress_backend=backend)
+    return {**row, "status": status, "reason": reason, "median_ms": nan}
 
 
 def _cached_mask_rows(cache, layer, pattern, perm, spec) -> list[dict]:
