@@ -3,6 +3,7 @@
 Examples:
   python -m kernels list
   python -m kernels compile --arch sm_80 --arch sm_90a
+  python -m kernels check              # on a GPU: every GEMM kernel once against float64
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from kernels.build import (
     count_matching,
     sass_instructions,
 )
-from kernels.registry import VARIANTS
+from kernels.registry import GEMM_FAMILIES, VARIANTS
 
 
 def cmd_list(args) -> int:
@@ -74,6 +75,27 @@ def cmd_compile(args) -> int:
     return 0
 
 
+def cmd_check(args) -> int:
+    import torch
+
+    if not torch.cuda.is_available():
+        print("error: kernels check needs a CUDA device (torch.cuda.is_available() is False)")
+        return 2
+    from kernels.check import check_family
+
+    failures = 0
+    print(f"device: {torch.cuda.get_device_name()}")
+    for family in args.family:
+        for r in check_family(family):
+            status = "skipped: " + r.skipped if r.skipped else ("ok" if r.ok else "FAIL")
+            failures += not r.ok
+            print(
+                f"{r.variant:<20} {'x'.join(map(str, r.shape)):<12} "
+                f"rel_error {r.rel_error:.2e}  {status}"
+            )
+    return 1 if failures else 0
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(
         prog="python -m kernels",
@@ -87,6 +109,9 @@ def main(argv: list[str] | None = None) -> int:
     c.add_argument("--arch", action="append", help="sm_80, sm_90a (repeatable)")
     c.add_argument("--default-only", action="store_true", help="skip the tunable-space corners")
     c.set_defaults(func=cmd_compile)
+    k = sub.add_parser("check", help="one launch of every GEMM kernel against float64 (GPU)")
+    k.add_argument("--family", nargs="+", default=sorted(GEMM_FAMILIES), choices=GEMM_FAMILIES)
+    k.set_defaults(func=cmd_check)
     args = p.parse_args(argv)
     if getattr(args, "arch", None) is None and args.command == "compile":
         args.arch = ["sm_80", "sm_90a"]

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import torch
 
+from bimask import PERMUTATIONS
 from suite import store
 from suite.backends import BACKENDS, available_backends, get_backend
 from suite.cache import CacheMismatchError, ResultCache
@@ -53,6 +54,11 @@ def cmd_bench(args) -> int:
         raise SystemExit("error: --tier gpu needs a CUDA device; use --tier cpu")
     layer_tier = "quick" if args.quick else tier
     patterns, perms, dtype, budget = TIER_DEFAULTS[layer_tier]
+    if args.perms and (unknown := set(args.perms) - set(PERMUTATIONS)):
+        raise SystemExit(
+            f"error: unknown permutation strategy {sorted(unknown)}; choose from "
+            f"{sorted(PERMUTATIONS)}"
+        )
     device = "cuda" if tier == "gpu" else "cpu"
     backends = tuple(
         b.name
@@ -69,11 +75,13 @@ def cmd_bench(args) -> int:
     spec = SweepSpec(
         tuple(benchmark_layers(layer_tier, args.shapes)),
         tuple(args.patterns or patterns),
-        perms,
+        tuple(args.perms or perms),
         backends,
         dtype,
         device,
-        TuneSettings(strategy, max_evals, None, args.seed, budget_s=budget),
+        TuneSettings(strategy, max_evals, None, args.seed, budget_s=args.budget_s or budget),
+        passes=tuple(args.passes or PASSES),
+        space=args.space,
     )
     shard = _shard(args.shard)
     out = Path(args.out)
@@ -249,12 +257,21 @@ def parser() -> argparse.ArgumentParser:
     b.add_argument("--shapes", help="a shapes TOML file (default: suite/shapes/benchmark.toml)")
     b.add_argument("--patterns", nargs="+")
     b.add_argument("--backends", nargs="+", help="restrict to these backends")
+    b.add_argument("--passes", nargs="+", choices=PASSES, help="restrict to these GEMMs")
+    b.add_argument("--perms", nargs="+", help="permutation strategies for bwd-data")
+    b.add_argument(
+        "--space",
+        choices=["full", "quick"],
+        default="full",
+        help="quick: a handful of known-good configs per backend (a time-bounded first look)",
+    )
     b.add_argument(
         "--strategy",
         choices=sorted(STRATEGIES),
         help="default: brute_force on CPU, annealing (48 evaluations) on GPU",
     )
     b.add_argument("--max-evals", type=int, help="configs per (problem, backend)")
+    b.add_argument("--budget-s", type=float, help="timing budget per config (tier default)")
     b.add_argument("--seed", type=int, default=0)
     b.add_argument("--shard", help="i/n: run every n-th task starting at i")
     b.add_argument("--no-progress", action="store_true")

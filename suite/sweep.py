@@ -6,7 +6,7 @@ Every measurement goes through the cache, so a killed sweep resumes where it sto
 from __future__ import annotations
 
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import pandas as pd
 import torch
@@ -16,7 +16,7 @@ from bimask import bimask_backward_mask, find_permutation, nm_mask, permutation_
 from suite.backends import BACKENDS
 from suite.cache import ResultCache
 from suite.compressors import compressors_for
-from suite.problem import GemmProblem, Layer, problems_for_layer
+from suite.problem import PASSES, GemmProblem, Layer, problems_for_layer
 from suite.store import add_speedups
 from suite.timing import measure
 from suite.tuner import TuneSettings, mark_best, tune
@@ -32,6 +32,8 @@ class SweepSpec:
     device: str
     settings: TuneSettings = field(default_factory=TuneSettings)
     perm_every: int = 100  # permutation search cost is amortised over this many steps
+    passes: tuple[str, ...] = PASSES  # which training GEMMs to sweep
+    space: str = "full"  # "quick": each backend's quick_space where it has one
 
 
 def gemm_tasks(spec: SweepSpec) -> list[tuple[GemmProblem, str]]:
@@ -39,6 +41,8 @@ def gemm_tasks(spec: SweepSpec) -> list[tuple[GemmProblem, str]]:
     for layer in spec.layers:
         for pattern in spec.patterns:
             for problem in problems_for_layer(layer, pattern, spec.dtype, spec.perms):
+                if problem.pass_ not in spec.passes:
+                    continue
                 for backend in spec.backends:
                     if (problem, backend) not in seen:
                         seen.add((problem, backend))
@@ -193,6 +197,13 @@ def _cached_mask_rows(cache, layer, pattern, perm, spec) -> list[dict]:
     return rows
 
 
+def _backend(name: str, spec: SweepSpec):
+    backend = BACKENDS[name]
+    if spec.space == "quick" and backend.quick_space is not None:
+        return replace(backend, space=backend.quick_space)
+    return backend
+
+
 def run_sweep(
     spec: SweepSpec,
     cache: ResultCache | None = None,
@@ -209,7 +220,7 @@ def run_sweep(
         if kind == "gemm":
             problem, backend = task
             bar.set_postfix_str(f"{problem.layer} {problem.pass_} {problem.pattern} {backend}")
-            rows += tune(problem, BACKENDS[backend], cache, spec.settings, spec.device)
+            rows += tune(problem, _backend(backend, spec), cache, spec.settings, spec.device)
         else:
             layer, pattern, perm = task
             bar.set_postfix_str(f"{layer.name} masks {pattern} {perm}")

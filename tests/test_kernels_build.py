@@ -164,3 +164,22 @@ def test_cli_compile_checks_every_variant(capsys):
     assert kernels_main(["compile", "--arch", "sm_80", "--default-only"]) == 0
     out = capsys.readouterr().out
     assert "nm_spmm" in out and "HMMA.SP" in out and "FAIL" not in out
+
+
+def test_cli_check_needs_a_gpu_and_says_so(capsys):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU: tests/test_kernels_gpu.py covers kernels check")
+    assert kernels_main(["check"]) == 2
+    assert "needs a CUDA device" in capsys.readouterr().out
+
+
+def test_check_mask_keeps_the_two_largest_of_every_aligned_four():
+    import torch
+
+    from kernels.check import top2_of_4
+
+    w = torch.tensor([[0.1, -3.0, 2.0, 0.5, 4.0, -0.2, 0.3, -5.0]])
+    kept = top2_of_4(w)
+    assert kept.tolist() == [[0.0, -3.0, 2.0, 0.0, 4.0, 0.0, 0.0, -5.0]]

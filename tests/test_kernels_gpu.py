@@ -195,3 +195,11 @@ def test_pycuda_backend_matches_cupy():
     out_cupy = _run(comp, x.cuda(), SMALL)
     out_pycuda = _run(comp, x.cuda(), SMALL, launcher="pycuda")
     assert torch.equal(out_cupy, out_pycuda)
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_cli_check_passes_on_this_device(family):
+    from kernels.check import check_family
+
+    results = check_family(family)
+    assert len(results) == 3 and all(r.ok and not r.skipped for r in results), results

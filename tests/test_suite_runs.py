@@ -257,3 +257,17 @@ def test_torchrun_mode_runs_one_shard_per_rank_and_merges(tmp_path, shapes):
     part1, _ = store.load(out / "shard-1")
     assert len(merged) == len(part0) + len(part1) and len(part0) and len(part1)
     assert (out / "report.md").is_file()
+
+
+def test_bench_restricts_passes_and_permutations(tmp_path, shapes):
+    args = _bench(tmp_path / "r", shapes, "--passes", "fwd", "--perms", "greedy")[3:]
+    assert main([*args, "--space", "quick", "--budget-s", "0.02"]) == 0
+    df, _ = store.load(tmp_path / "r")
+    gemm = df[df.op.isin(["nm_gemm", "gemm"])]
+    assert set(gemm["pass"]) == {"fwd"}
+    assert set(df[df.op == "perm_search"].perm) == {"greedy"}
+
+
+def test_bench_names_an_unknown_permutation_strategy(tmp_path, shapes):
+    with pytest.raises(SystemExit, match="unknown permutation strategy"):
+        main(_bench(tmp_path / "r", shapes, "--perms", "sideways")[3:])

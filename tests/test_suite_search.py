@@ -80,3 +80,17 @@ def test_annealing_neighbours_stay_valid():
     rng = random.Random(0)
     for config in rng.sample(SPACE.configs(), 10):
         assert all(SPACE.allows(n.to_dict()) for n in SPACE.neighbours(config))
+
+
+@pytest.mark.parametrize("pass_,perm", [("fwd", "-"), ("bwd-data", "greedy")])
+def test_quick_spaces_are_small_valid_slices_of_the_full_spaces(pass_, perm):
+    from suite.backends import BACKENDS
+    from suite.problem import GemmProblem
+
+    problem = GemmProblem("nm_gemm", pass_, 4096, 4096, 4096, "bfloat16", "2:4", perm=perm)
+    quick = [b for b in BACKENDS.values() if b.quick_space is not None]
+    assert {b.name for b in quick} >= {"bimask_sparse_sm90", "bimask_dense_sm90", "cusparselt"}
+    for b in quick:
+        full, small = b.space(problem), b.quick_space(problem).configs()
+        assert 0 < len(small) <= 20, b.name
+        assert all(full.allows(c.to_dict()) for c in small), b.name

@@ -136,3 +136,29 @@ def test_a_dense_fallback_compresses_nothing():
     view = step_view(df, perm_every=100).set_index("method")
     assert view.loc["srste", "step_ms"] == pytest.approx(31.0)  # 10 + 10 + 10 + nm_mask 1
     assert "(dense)" in view.loc["srste", "kernels"]
+
+
+def test_own_ratio_pairs_each_sparse_kernel_with_its_dense_twin():
+    from suite.report import own_ratio_table
+
+    def row(backend, ms, pass_="fwd", perm="-"):
+        base = {"layer": "sq", "pass": pass_, "pattern": "2:4", "perm": perm, "m": 8, "n": 8}
+        return {**base, "k": 8, "backend": backend, "median_ms": ms}
+
+    best = pd.DataFrame(
+        [
+            row("bimask_sparse", 2.0),
+            row("bimask_dense", 3.0),
+            row("bimask_sparse_sm90", 1.0),
+            row("bimask_dense_sm90", 1.6),
+            row("bimask_sparse", 2.5, "bwd-data", "greedy"),
+            row("bimask_dense", 3.0, "bwd-data", "greedy"),
+            row("bimask_dense", 2.9, "bwd-data", "random"),  # dense ignores the mask
+            row("cublas", 1.2),
+        ]
+    )
+    table = own_ratio_table(best).set_index(["family", "pass"])
+    assert table.loc[("sm80", "fwd"), "sparse_speedup"] == pytest.approx(1.5)
+    assert table.loc[("sm90", "fwd"), "sparse_speedup"] == pytest.approx(1.6)
+    assert table.loc[("sm80", "bwd-data"), "sparse_speedup"] == pytest.approx(2.9 / 2.5)
+    assert len(table) == 3

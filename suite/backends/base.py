@@ -47,4 +47,6 @@ class Backend:
     dtypes: tuple[str, ...] = ("float32", "bfloat16", "float16")
     description: str = ""
     baseline: bool = False  # the dense reference the speed-ups are computed against
+    # a handful of known-good configs for a time-bounded first look (None: the full space)
+    quick_space: Callable[[GemmProblem], SearchSpace] | None = None
     extra: dict = field(default_factory=dict)

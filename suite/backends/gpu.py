@@ -83,6 +83,17 @@ def _cslt_space(problem) -> SearchSpace:
     )
 
 
+def _cslt_quick_space(problem) -> SearchSpace:
+    """Every algorithm id without split-k: the slice of the space that usually holds the best."""
+    return SearchSpace(
+        {
+            "alg_id": tuple(range(_max_alg_id() + 1)),
+            "split_k": (1,),
+            "perm_realisation": _realisations(problem),
+        }
+    )
+
+
 def _cusparselt(problem, inputs, config) -> Prepared:
     a, get_b = _ordered_operands(inputs, config["perm_realisation"])
     try:
@@ -143,6 +154,7 @@ GPU_BACKENDS = [
         "sparse",
         _cusparselt,
         _cslt_space,
+        quick_space=_cslt_quick_space,
         supports=_sparse_supports,
         available=_sm80_reason,
         version=_cuda_version,

@@ -29,9 +29,35 @@ def _available(name: str) -> str | None:
     return VARIANTS[name].is_available()
 
 
-def _space(name: str, problem) -> SearchSpace:
+# A handful of configs per family for a time-bounded first look (``suite bench --space quick``):
+# big tiles for big GEMMs, one smaller, the dense twin also with a wgmma group in flight.
+QUICK_TUNABLES = {
+    "sm80": {
+        "BLOCK_M": (128, 256),
+        "BLOCK_N": (128,),
+        "BLOCK_K": (64,),
+        "WARPS_M": (2, 4),
+        "WARPS_N": (2,),
+        "STAGES": (3, 4),
+        "SMEM_PAD": (8,),
+        "SPLIT_K": (1,),
+    },
+    "sm90": {
+        "BLOCK_M": (128, 256),
+        "BLOCK_N": (128, 256),
+        "BLOCK_K": (64,),
+        "WARPGROUPS": (2,),
+        "STAGES": (4,),
+        "INFLIGHT": (0, 1),
+        "SMEM_PAD": (1,),
+        "SPLIT_K": (1,),
+    },
+}
+
+
+def _space(name: str, problem, tunables: dict | None = None) -> SearchSpace:
     base = VARIANTS[name].space()
-    tunables = dict(base.tunables)
+    tunables = dict(tunables or base.tunables)
     if not name.startswith("dense_gemm") and problem.pass_ == "bwd-data" and problem.perm != "-":
         tunables["perm_realisation"] = ("in_kernel", "separate_op", "physical")
     return SearchSpace(tunables, base.restrictions)
@@ -104,6 +130,7 @@ def _family_backends(family: str, suffix: str, sparse_about: str, dense_about: s
             "sparse",
             partial(_sparse, family=family),
             partial(_space, roles["sparse"]),
+            quick_space=partial(_space, roles["sparse"], tunables=QUICK_TUNABLES[family]),
             supports=_sparse_supports,
             available=partial(_available, roles["sparse"]),
             version=partial(_version, family),
@@ -116,6 +143,7 @@ def _family_backends(family: str, suffix: str, sparse_about: str, dense_about: s
             "dense",
             partial(_dense, family=family),
             partial(_space, roles["dense"]),
+            quick_space=partial(_space, roles["dense"], tunables=QUICK_TUNABLES[family]),
             available=partial(_available, roles["dense"]),
             version=partial(_version, family),
             dtypes=("bfloat16", "float16"),
