@@ -183,3 +183,68 @@ def test_check_mask_keeps_the_two_largest_of_every_aligned_four():
     w = torch.tensor([[0.1, -3.0, 2.0, 0.5, 4.0, -0.2, 0.3, -5.0]])
     kept = top2_of_4(w)
     assert kept.tolist() == [[0.0, -3.0, 2.0, 0.0, 4.0, 0.0, 0.0, -5.0]]
+
+
+class _RecordingLauncher:
+    """Stands in for CuPy on a machine without a GPU: builds the real cubin, records the launch."""
+
+    name = "recording"
+
+    def __init__(self):
+        self.calls = []
+
+    def function(self, variant_name, extra, config, dtype, arch):
+        from kernels.launch import _cubin
+
+        return _cubin(variant_name, extra, config, dtype, arch)
+
+    def launch(self, fn, grid, block, smem, args, stream):
+        self.calls.append({"fn": fn, "grid": grid, "block": block, "smem": smem, "args": args})
+
+
+@pytest.mark.nvcc
+@pytest.mark.parametrize("family", ["sm80", "sm90"])
+def test_nm_gemm_launches_the_family_kernel_with_its_geometry(family, monkeypatch):
+    import torch
+
+    from kernels import compress, ops
+    from kernels.check import top2_of_4
+    from kernels.registry import GEMM_FAMILIES
+
+    rec = _RecordingLauncher()
+    monkeypatch.setitem(ops.LAUNCHERS, "recording", rec)
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (9, 0))
+    monkeypatch.setattr(torch.cuda, "current_stream", lambda: type("S", (), {"cuda_stream": 0}))
+    g = torch.Generator().manual_seed(0)
+    m, n, k = 200, 136, 320
+    w = torch.randn(m, k, generator=g).bfloat16()
+    comp = compress(top2_of_4(w), "2:4")
+    b = torch.randn(n, k, generator=g).bfloat16()
+    variant = VARIANTS[GEMM_FAMILIES[family]["sparse"]]
+    cfg = variant.default()
+    ops.nm_gemm(comp, b, cfg, launcher="recording", family=family)
+    ops.nm_gemm(w, b, cfg, launcher="recording", family=family)
+    (sp, de) = rec.calls
+    c = cfg.to_dict()
+    grid = (-(-n // c["BLOCK_N"]), -(-m // c["BLOCK_M"]), 1)
+    assert sp["grid"] == de["grid"] == grid
+    assert sp["block"][0] == variant.threads(c) and sp["smem"] == variant.smem(c)
+    assert de["smem"] == VARIANTS[GEMM_FAMILIES[family]["dense"]].smem(c) < 232448
+    assert sp["fn"][0].name.startswith(variant.name + "-sm_90a-")
+    assert de["fn"][0].name.startswith(GEMM_FAMILIES[family]["dense"] + "-sm_90a-")
+    ints = [v for kind, v in sp["args"] if kind == "i32"]
+    assert ints == [m, n, k, 224, 320, 160, k, n]  # M N K MP KP lda ldb ldc
+
+
+def test_nm_gemm_refuses_the_hopper_family_elsewhere(monkeypatch):
+    import torch
+
+    from kernels import ops
+
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (8, 0))
+    a = torch.randn(64, 64).bfloat16()
+    cfg = VARIANTS["dense_gemm_sm90"].default()
+    with pytest.raises(ValueError, match="family='sm80' runs on any sm_80"):
+        ops.nm_gemm(a, a, cfg, family="sm90")
+    with pytest.raises(ValueError, match="unknown kernel family"):
+        ops.nm_gemm(a, a, cfg, family="sm70")
