@@ -122,3 +122,16 @@ def test_cache_from_another_device_is_refused_but_replayable(tmp_path):
     with pytest.raises(CacheMismatchError, match="H100"):
         ResultCache(path, {"device": "AMD EPYC"})
     assert ResultCache(path, None, replay=True).get({"k": 1}) == {"v": 1}
+
+
+def test_backends_of_one_problem_share_its_inputs_and_reference():
+    from suite.problem import GemmProblem
+    from suite.tuner import inputs_and_reference
+
+    p = GemmProblem("nm_gemm", "fwd", 32, 16, 64, "float32", "2:4")
+    first = inputs_and_reference(p, "cpu")
+    assert inputs_and_reference(p, "cpu") is first  # the second backend reuses them
+    other = GemmProblem("nm_gemm", "fwd", 32, 16, 128, "float32", "2:4")
+    assert inputs_and_reference(other, "cpu") is not first
+    again = inputs_and_reference(p, "cpu")  # rebuilt after another problem: the same values
+    assert torch.equal(again[0].a, first[0].a) and torch.equal(again[1], first[1])
