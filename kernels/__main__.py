@@ -25,9 +25,11 @@ def cmd_list(args) -> int:
     for v in VARIANTS.values():
         space = v.space()
         print(f"{v.name}: {v.description}")
+        cc = ".".join(map(str, v.min_cc))
+        cc = f"{cc} only (built for {', '.join(v.archs)})" if v.max_cc else f"{cc}+"
         print(
             f"  source {v.source} :: {v.symbol}; sparse tensor cores: {v.sparse}; "
-            f"min compute capability {v.min_cc[0]}.{v.min_cc[1]}"
+            f"compute capability {cc}"
         )
         print(f"  patterns: {v.patterns}; dtypes: {', '.join(v.dtypes)}")
         print(
