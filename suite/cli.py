@@ -60,11 +60,16 @@ def cmd_bench(args) -> int:
             f"{sorted(PERMUTATIONS)}"
         )
     device = "cuda" if tier == "gpu" else "cpu"
+    if args.backends and (unknown := [b for b in args.backends if b not in BACKENDS]):
+        raise SystemExit(f"error: unknown backend {unknown}; choose from {sorted(BACKENDS)}")
     backends = tuple(
         b.name
         for b in available_backends(device)
         if args.backends is None or b.name in args.backends
     )
+    if args.backends and not backends:
+        why = {b: BACKENDS[b].available() or f"runs on {BACKENDS[b].device}" for b in args.backends}
+        raise SystemExit(f"error: none of the requested backends runs here: {why}")
     strategy, max_evals = args.strategy, args.max_evals
     if (
         strategy is None

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+import torch
 
 from suite import store
 from suite.cli import main
@@ -271,3 +272,11 @@ def test_bench_restricts_passes_and_permutations(tmp_path, shapes):
 def test_bench_names_an_unknown_permutation_strategy(tmp_path, shapes):
     with pytest.raises(SystemExit, match="unknown permutation strategy"):
         main(_bench(tmp_path / "r", shapes, "--perms", "sideways")[3:])
+
+
+def test_bench_names_unknown_and_unavailable_backends(tmp_path, shapes):
+    with pytest.raises(SystemExit, match="unknown backend"):
+        main(_bench(tmp_path / "r", shapes, "--backends", "nosuch")[3:])
+    if not torch.cuda.is_available():
+        with pytest.raises(SystemExit, match="none of the requested backends runs here"):
+            main(_bench(tmp_path / "r", shapes, "--backends", "cublas")[3:])
