@@ -55,6 +55,18 @@ __device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commi
 template <int N>
 __device__ __forceinline__ void cp_async_wait() { asm volatile("cp.async.wait_group %0;\n" ::"n"(N)); }
 
+// split-K: the K tiles [begin, begin + count) of this block's slice (blockIdx.z of SPLIT_K) of the
+// k_extent columns, in tiles of block_k
+struct KRange {
+    int begin, count;
+};
+__device__ __forceinline__ KRange split_k_range(int k_extent, int block_k) {
+    const int k_tiles = (k_extent + block_k - 1) / block_k;
+    const int per_split = (k_tiles + SPLIT_K - 1) / SPLIT_K;
+    const int begin = blockIdx.z * per_split;
+    return {begin, max(0, min(k_tiles, begin + per_split) - begin)};
+}
+
 // Store one accumulator element; split-K partial sums are added atomically into fp32 output.
 __device__ __forceinline__ void store_out(out_t* C, int row, int col, int M, int N, int ldc,
                                           float v) {

@@ -153,16 +153,8 @@ nm_gemm(const elem_t* __restrict__ A_vals, const uint32_t* __restrict__ E,
     const int g = lane / 4, t = lane % 4;
     const int wm = warp / WARPS_N, wn = warp % WARPS_N;
     const int m0 = blockIdx.y * BLOCK_M, n0 = blockIdx.x * BLOCK_N;
-    // split-K: this block handles k tiles [kt_begin, kt_end)
-#if SPARSE
-    const int k_tiles = (KP + BLOCK_K - 1) / BLOCK_K;
-#else
-    const int k_tiles = (K + BLOCK_K - 1) / BLOCK_K;
-#endif
-    const int per_split = (k_tiles + SPLIT_K - 1) / SPLIT_K;
-    const int kt_begin = blockIdx.z * per_split;
-    const int kt_end = min(k_tiles, kt_begin + per_split);
-    const int n_tiles = max(0, kt_end - kt_begin);
+    const KRange kr = split_k_range(SPARSE ? KP : K, BLOCK_K);
+    const int kt_begin = kr.begin, n_tiles = kr.count;
 
     float acc[MT][NT][4];
 #pragma unroll

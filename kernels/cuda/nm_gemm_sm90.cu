@@ -186,6 +186,19 @@ __device__ __forceinline__ void wgmma_dense(float (&d)[ACC], uint64_t da, uint64
                  : "l"(da), "l"(db));
 }
 
+// cp.async ROWS x CHUNKS 16-byte chunks of a K-contiguous global matrix (rows row0.., elements
+// kofs.. of each row) into a core-matrix tile; rows >= n_rows and elements >= k_extent read as 0.
+template <int ROWS, int CHUNKS>
+__device__ __forceinline__ void load_rows(unsigned char* dst, int sbo, const elem_t* src, int ld,
+                                          int row0, int n_rows, int kofs, int k_extent) {
+    for (int c = threadIdx.x; c < ROWS * CHUNKS; c += THREADS) {
+        int r = c / CHUNKS, ch = c % CHUNKS;
+        bool ok = (row0 + r < n_rows) && (kofs + ch * 8 < k_extent);
+        cp_async16(dst + cm_offset(r, ch, sbo), ok ? src + (long)(row0 + r) * ld + kofs + ch * 8 : src,
+                   ok);
+    }
+}
+
 // Issue the loads of one K tile (dense columns k0 .. k0+BLOCK_K) into a stage.
 __device__ __forceinline__ void load_tile(unsigned char* st, const elem_t* __restrict__ A,
                                           const uint32_t* __restrict__ E,
@@ -197,12 +210,8 @@ __device__ __forceinline__ void load_tile(unsigned char* st, const elem_t* __res
     unsigned char* sb = st + A_BYTES;
 #if SPARSE
     uint32_t* se = reinterpret_cast<uint32_t*>(st + A_BYTES + B_BYTES);
-    for (int c = tid; c < BLOCK_M * A_CHUNKS_K; c += THREADS) {
-        int r = c / A_CHUNKS_K, ch = c % A_CHUNKS_K;
-        bool ok = (m0 + r < MP) && (k0 / 2 + ch * 8 < KP / 2);
-        const elem_t* src = ok ? A + (long)(m0 + r) * (KP / 2) + k0 / 2 + ch * 8 : A;
-        cp_async16(sa + cm_offset(r, ch, SBO_A), src, ok);
-    }
+    // compressed A: MP x KP/2 values, row-major
+    load_rows<BLOCK_M, A_CHUNKS_K>(sa, SBO_A, A, KP / 2, m0, MP, k0 / 2, KP / 2);
     for (int c = tid; c < E_WORDS / 4; c += THREADS) {
         int w = c * 4, mt = w / ((BLOCK_K / 32) * 32), kt = (w / 32) % (BLOCK_K / 32), lane = w % 32;
         int gmt = m0 / 32 + mt, gkt = k0 / 32 + kt;
@@ -214,12 +223,7 @@ __device__ __forceinline__ void load_tile(unsigned char* st, const elem_t* __res
         }
     }
 #else
-    for (int c = tid; c < BLOCK_M * A_CHUNKS_K; c += THREADS) {
-        int r = c / A_CHUNKS_K, ch = c % A_CHUNKS_K;
-        bool ok = (m0 + r < M) && (k0 + ch * 8 < K);
-        const elem_t* src = ok ? A + (long)(m0 + r) * lda + k0 + ch * 8 : A;
-        cp_async16(sa + cm_offset(r, ch, SBO_A), src, ok);
-    }
+    load_rows<BLOCK_M, A_CHUNKS_K>(sa, SBO_A, A, lda, m0, M, k0, K);
 #endif
     // B beyond K is zero-filled: padding in A is zero, and 0 * garbage could be NaN
 #if GATHER_B
@@ -230,12 +234,7 @@ __device__ __forceinline__ void load_tile(unsigned char* st, const elem_t* __res
             ok ? B[(long)(n0 + r) * ldb + perm[k0 + kk]] : elem_t(0.0f);
     }
 #else
-    for (int c = tid; c < BLOCK_N * B_CHUNKS_K; c += THREADS) {
-        int r = c / B_CHUNKS_K, ch = c % B_CHUNKS_K;
-        bool ok = (n0 + r < N) && (k0 + ch * 8 < K);
-        const elem_t* src = ok ? B + (long)(n0 + r) * ldb + k0 + ch * 8 : B;
-        cp_async16(sb + cm_offset(r, ch, SBO_B), src, ok);
-    }
+    load_rows<BLOCK_N, B_CHUNKS_K>(sb, SBO_B, B, ldb, n0, N, k0, K);
 #endif
 }
 
@@ -248,15 +247,8 @@ nm_gemm_wgmma(const elem_t* __restrict__ A, const uint32_t* __restrict__ E,
     const int wg = warp / 4, wi = warp % 4;  // warpgroup, warp inside it
     const int g = lane / 4, t = lane % 4;
     const int m0 = blockIdx.y * BLOCK_M, n0 = blockIdx.x * BLOCK_N;
-#if SPARSE
-    const int k_tiles = (KP + BLOCK_K - 1) / BLOCK_K;
-#else
-    const int k_tiles = (K + BLOCK_K - 1) / BLOCK_K;
-#endif
-    const int per_split = (k_tiles + SPLIT_K - 1) / SPLIT_K;
-    const int kt_begin = blockIdx.z * per_split;
-    const int kt_end = min(k_tiles, kt_begin + per_split);
-    const int n_tiles = max(0, kt_end - kt_begin);
+    const KRange kr = split_k_range(SPARSE ? KP : K, BLOCK_K);
+    const int kt_begin = kr.begin, n_tiles = kr.count;
 
     float acc[MT][ACC];
 #pragma unroll
