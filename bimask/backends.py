@@ -56,11 +56,46 @@ class TorchConvOps:
         return dy.sum(dim=(0, 2, 3))
 
 
-BACKENDS = {"torch": {"linear": TorchLinearOps, "conv2d": TorchConvOps}}
+def _torch_linear(layer=None) -> LayerOps:
+    return TorchLinearOps()
 
 
-def layer_ops(kind: str, backend: str = "torch", **conv_args) -> LayerOps:
-    """The GEMM implementation for a layer ``kind`` ("linear" or "conv2d") on ``backend``."""
+def _torch_conv2d(layer=None, **conv_args) -> LayerOps:
+    return TorchConvOps(**conv_args)
+
+
+def _kernels_linear(layer) -> LayerOps:
+    """This project's sparse kernels for a SparseLinear (CUDA; bfloat16/float16 GEMMs).
+
+    The one place training reaches the kernels package, imported only when a layer asks."""
+    from kernels.training import KernelLinearOps
+
+    spec = layer._spec
+    return KernelLinearOps(
+        pattern=str(layer.pattern),
+        sparse_forward=lambda: spec.masks is not None,
+        sparse_backward=lambda: spec.backward_nm and not layer.backward_as_forward,
+        perm=lambda: layer.perm if spec.uses_permutation else None,
+    )
+
+
+# backend -> layer kind -> factory(layer=..., **conv_args)
+BACKENDS = {
+    "torch": {"linear": _torch_linear, "conv2d": _torch_conv2d},
+    "kernels": {"linear": _kernels_linear},
+}
+
+
+def check_backend(backend: str, kind: str) -> None:
+    """A ValueError saying what to use instead when ``backend`` has no ``kind`` GEMMs."""
     if backend not in BACKENDS:
         raise ValueError(f"unknown backend {backend!r}; choose one of {sorted(BACKENDS)}")
-    return BACKENDS[backend][kind](**conv_args)
+    if kind not in BACKENDS[backend]:
+        have = sorted(b for b, kinds in BACKENDS.items() if kind in kinds)
+        raise ValueError(f"backend {backend!r} has no {kind} GEMMs; {kind} runs on {have}")
+
+
+def layer_ops(kind: str, backend: str = "torch", layer=None, **conv_args) -> LayerOps:
+    """The GEMM implementation for a layer ``kind`` ("linear" or "conv2d") on ``backend``."""
+    check_backend(backend, kind)
+    return BACKENDS[backend][kind](layer=layer, **conv_args)

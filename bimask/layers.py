@@ -10,7 +10,7 @@ import torch.distributed as dist
 from torch import nn
 
 from bimask.autograd import sparse_op
-from bimask.backends import layer_ops
+from bimask.backends import check_backend, layer_ops
 from bimask.layout import check_conv_order, from_gemm, to_gemm
 from bimask.masks import nm_mask_2d
 from bimask.methods import MaskState, get_method
@@ -76,6 +76,7 @@ class SparseMixin:
         self.permutation_options = dict(permutation_options or {})
         self.backend = backend
         self._spec = spec
+        check_backend(backend, "linear" if isinstance(self, nn.Linear) else "conv2d")
         self.mask_time_s = 0.0  # wall time spent building masks and permutations (accounting)
         self.backward_as_forward = False  # probe switch: use Mf in the backward (srste's dX)
         device = self.weight.device
@@ -169,7 +170,7 @@ class SparseLinear(SparseMixin, nn.Linear):
         self._setup_sparsity(pattern, method, permutation, perm_every, decay, **sparse_options)
 
     def _ops(self):
-        return layer_ops("linear", self.backend)
+        return layer_ops("linear", self.backend, layer=self)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self._sparse_forward(x)
@@ -226,7 +227,12 @@ class SparseConv2d(SparseMixin, nn.Conv2d):
 
     def _ops(self):
         return layer_ops(
-            "conv2d", self.backend, stride=self.stride, padding=self.padding, dilation=self.dilation
+            "conv2d",
+            self.backend,
+            layer=self,
+            stride=self.stride,
+            padding=self.padding,
+            dilation=self.dilation,
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

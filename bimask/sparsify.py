@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 from torch import nn
 
+from bimask.backends import BACKENDS
 from bimask.layers import SparseConv2d, SparseLinear, unsupported_reason
 from bimask.patterns import NMPattern
 
@@ -69,15 +70,20 @@ def sparsify(
     decay: float = 2e-4,
     keep_dense: set[str] | None = None,
     conv_order: str = "nhwc",
+    backend: str = "torch",
     **options,
 ) -> list[LayerDecision]:
     """Replace every eligible ``nn.Linear``/``nn.Conv2d`` of ``model`` in place.
 
     ``keep_dense`` names modules to leave dense (default: the first conv and the classifier).
-    Layers that cannot be grouped are left dense and the reason is logged. Returns one decision
-    per Linear/Conv2d layer.
+    Layers that cannot be grouped are left dense and the reason is logged. ``backend`` runs the
+    layers' GEMMs (``bimask.backends``); a layer kind it has no GEMMs for (conv2d on
+    ``kernels``) runs on ``torch``, and its decision says so. Returns one decision per
+    Linear/Conv2d layer.
     """
     pattern = NMPattern.parse(pattern)
+    if backend not in BACKENDS:
+        raise ValueError(f"unknown backend {backend!r}; choose one of {sorted(BACKENDS)}")
     dense = default_dense_layers(model) if keep_dense is None else set(keep_dense)
     unknown = dense - {n for n, _ in model.named_modules()}
     if unknown:
@@ -101,6 +107,11 @@ def sparsify(
             continue
         parent_name, _, attr = name.rpartition(".")
         parent = model.get_submodule(parent_name) if parent_name else model
+        gemm_kind = "linear" if isinstance(module, nn.Linear) else "conv2d"
+        layer_backend = backend if gemm_kind in BACKENDS[backend] else "torch"
+        note = (
+            "" if layer_backend == backend else f"; {gemm_kind} GEMMs on torch ({backend} has none)"
+        )
         new = _sparse_copy(
             module,
             pattern,
@@ -109,8 +120,9 @@ def sparsify(
             perm_every=perm_every,
             decay=decay,
             conv_order=conv_order,
+            backend=layer_backend,
             **options,
         )
         setattr(parent, attr, new)
-        decisions.append(LayerDecision(name, kind, True, f"{method} {pattern}"))
+        decisions.append(LayerDecision(name, kind, True, f"{method} {pattern}{note}"))
     return decisions

@@ -27,3 +27,15 @@ def test_packages_do_not_import_upwards(modules, forbidden):
     ).stdout
     loaded = set(eval(out))  # noqa: S307 - our own printed list
     assert not loaded & forbidden, f"{modules} pulled in {loaded & forbidden}"
+
+
+def test_bimask_reaches_kernels_only_through_the_backend_seam():
+    """DESIGN: bimask -> kernels only through bimask.backends (and lazily, see above)."""
+    import re
+
+    users = {
+        path.relative_to(ROOT).as_posix()
+        for path in (ROOT / "bimask").rglob("*.py")
+        if re.search(r"^\s*(from|import) kernels\b", path.read_text(), re.MULTILINE)
+    }
+    assert users == {"bimask/backends.py"}

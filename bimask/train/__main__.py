@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from bimask.backends import BACKENDS
 from bimask.data import DataMissingError
 from bimask.data.idx import IdxError
 from bimask.methods import METHODS
@@ -50,6 +51,13 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=d.seed)
     p.add_argument("--device", default=d.device, help="auto, cpu, cuda, cuda:1 ...")
     p.add_argument("--conv-order", choices=["nhwc", "nchw"], default=d.conv_order)
+    p.add_argument(
+        "--backend",
+        choices=sorted(BACKENDS),
+        default=d.backend,
+        help="GEMMs of the sparse layers: torch, or kernels (this project's sparse kernels, "
+        "CUDA, Linear layers)",
+    )
     p.add_argument("--out", default=d.out)
     p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
     p.add_argument("--stop-after", type=int, help="stop after N epochs of this invocation")

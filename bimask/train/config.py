@@ -31,6 +31,7 @@ class TrainConfig:
     resume: bool = False
     stop_after: int | None = None  # stop after this many epochs of this invocation (preemption)
     conv_order: str = "nhwc"
+    backend: str = "torch"  # bimask.backends: torch, or kernels (this project's sparse GEMMs)
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -48,6 +48,7 @@ def build_sparse_model(cfg: TrainConfig) -> tuple[nn.Module, list]:
         cfg.perm_every,
         decay=cfg.decay,
         conv_order=cfg.conv_order,
+        backend=cfg.backend,
         permutation_options=options,
         seed=cfg.seed,
     )
@@ -100,6 +101,10 @@ def evaluate(model, loader, device, info) -> float:
 def train(cfg: TrainConfig) -> dict:
     """Train one model with one method; returns the summary (also written to out/summary.json)."""
     device = resolve_device(cfg.device)
+    if cfg.backend == "kernels" and device.type != "cuda":
+        raise ValueError(
+            f"--backend kernels runs the sparse kernels on a GPU; this run is on {device}"
+        )
     info = init_distributed(device)
     try:
         return fit(cfg, device, info)[0]
@@ -200,6 +205,7 @@ def _summary(cfg, history, decisions, device, info, out: Path) -> dict:
                 "epochs",
                 "seed",
                 "batch_size",
+                "backend",
             )
         },
         "final_test_top1": history[-1]["test_top1"] if history else None,

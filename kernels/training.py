@@ -1,0 +1,121 @@
+"""Training GEMMs of a Linear layer on this package's sparse kernels (the ``kernels`` backend of
+``bimask.backends``, reached only through that seam).
+
+forward      Y  = X (W*Mf)^T : compress W*Mf (pack only; it is already masked), then the sparse
+                              kernel with B = X and the output written transposed;
+input grad   dX = dY (W*Mb)  : compress (W*Mb)^T with its K axis (out) in pi order, then the
+                              sparse kernel reading dY's columns through pi (in-kernel gather);
+weight grad  dW = dY^T X     : dense, cuBLAS.
+
+A pass whose mask is not N:M along that GEMM's K (srste's input gradient, the dense method, a
+probe that swaps in Mf) runs dense through torch; ``describe()`` says which GEMM runs where.
+The kernels take bfloat16 or float16: other inputs are cast to ``compute_dtype`` for the GEMM
+(float32 accumulation, float32 results for float32 training).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from kernels.format import check_sparse_pattern
+from kernels.ops import compress_gpu, nm_gemm
+from kernels.registry import GEMM_FAMILIES, VARIANTS
+from kernels.space import Config
+
+HALF = (torch.bfloat16, torch.float16)
+
+
+def default_family(device: torch.device) -> str:
+    """The fastest family this device runs: sm90 (wgmma) on Hopper, else sm80."""
+    cc = torch.cuda.get_device_capability(device)
+    return "sm90" if VARIANTS[GEMM_FAMILIES["sm90"]["sparse"]].runs_on(cc) is None else "sm80"
+
+
+def _out(t: torch.Tensor) -> torch.dtype | None:
+    """float32 results for float32 training (the kernels accumulate in float32 anyway)."""
+    return torch.float32 if t.dtype == torch.float32 else None
+
+
+@dataclass
+class KernelLinearOps:
+    """``LayerOps`` for ``linear`` on the sparse kernels.
+
+    ``sparse_forward`` / ``sparse_backward`` say whether the layer's masks make that GEMM N:M
+    along its K (callables: a probe may switch the backward mask at run time); ``perm`` returns
+    the layer's row permutation pi (or None: identity groups).
+    """
+
+    pattern: str
+    sparse_forward: Callable[[], bool]
+    sparse_backward: Callable[[], bool]
+    perm: Callable[[], torch.Tensor | None]
+    family: str | None = None  # None: default_family of the weight's device
+    config: Config | None = None  # None: the family's registered default
+    compute_dtype: torch.dtype = torch.bfloat16
+
+    def __post_init__(self) -> None:
+        check_sparse_pattern(self.pattern)  # 4:8 and friends: a clear error, here
+        if self.family is not None and self.family not in GEMM_FAMILIES:
+            raise ValueError(f"unknown kernel family {self.family!r}: {sorted(GEMM_FAMILIES)}")
+        if self.compute_dtype not in HALF:
+            raise ValueError(
+                f"the kernels compute in bfloat16 or float16, not {self.compute_dtype}"
+            )
+
+    def describe(self) -> str:
+        """Where each GEMM of the layer runs, e.g. 'fwd sparse, dX sparse (pi), dW dense'."""
+        fwd = "sparse" if self.sparse_forward() else "dense"
+        bwd = "dense"
+        if self.sparse_backward():
+            bwd = "sparse (pi)" if self.perm() is not None else "sparse"
+        return f"fwd {fwd}, dX {bwd}, dW dense"
+
+    def _setup(self, t: torch.Tensor) -> tuple[str, Config]:
+        if not t.is_cuda:
+            raise ValueError(
+                "the kernels backend runs on CUDA tensors; use backend='torch' on the CPU"
+            )
+        family = self.family or default_family(t.device)
+        config = self.config or VARIANTS[GEMM_FAMILIES[family]["sparse"]].default()
+        return family, config
+
+    def _half(self, t: torch.Tensor) -> torch.Tensor:
+        return t if t.dtype in HALF else t.to(self.compute_dtype)
+
+    def forward(self, x, weight, bias):
+        if not self.sparse_forward():
+            return F.linear(x, weight, bias)
+        family, config = self._setup(weight)
+        x2d = self._half(x.reshape(-1, x.shape[-1]))
+        comp = compress_gpu(self._half(weight).contiguous(), "2:4", masked=True)
+        y = nm_gemm(
+            comp, x2d.contiguous(), config, transpose_out=True, family=family, out_dtype=_out(x)
+        )
+        y = y.to(x.dtype).reshape(*x.shape[:-1], weight.shape[0])
+        return y if bias is None else y + bias
+
+    def input_grad(self, dy, weight, x_shape):
+        if not self.sparse_backward():
+            return dy @ weight
+        family, config = self._setup(weight)
+        perm = self.perm()
+        a = self._half(weight).t()  # (in x out): K = out
+        if perm is not None:
+            a = a.index_select(1, perm)  # N:M groups consecutive along K
+        comp = compress_gpu(a.contiguous(), "2:4", masked=True)
+        dy2d = self._half(dy.reshape(-1, dy.shape[-1])).contiguous()
+        gather = None if perm is None else perm.to(torch.int32)
+        dx = nm_gemm(
+            comp, dy2d, config, perm=gather, transpose_out=True, family=family, out_dtype=_out(dy)
+        )
+        return dx.to(dy.dtype).reshape(x_shape)
+
+    def weight_grad(self, x, dy, w_shape):
+        return dy.reshape(-1, w_shape[0]).t() @ x.reshape(-1, w_shape[1])
+
+    def bias_grad(self, dy):
+        return dy.reshape(-1, dy.shape[-1]).sum(0)
