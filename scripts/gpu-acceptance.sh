@@ -2,7 +2,8 @@
 # The first run of the kernels on a GPU host, in steps that each fit a 10-minute device call:
 #
 #   scripts/gpu-acceptance.sh check   # device record, compile + SASS, one launch per kernel
-#                                     # (also under compute-sanitizer), tests/test_kernels_gpu.py
+#                                     # (also under compute-sanitizer), the GPU tests of the
+#                                     # kernels and of training on them
 #   scripts/gpu-acceptance.sh bench   # the headline GEMMs (suite/shapes/headline.toml), 2:4,
 #                                     # fwd and permuted bwd-data: our kernels (both families),
 #                                     # cuBLAS, cuSPARSELt, CUTLASS, a handful of configs each
@@ -31,7 +32,7 @@ check)
             || echo "memcheck: errors (see $dest/memcheck.txt)"
         tail -3 "$dest/memcheck.txt"
     fi
-    "$PY" -m pytest -q -p no:cacheprovider tests/test_kernels_gpu.py \
+    "$PY" -m pytest -q -p no:cacheprovider tests/test_kernels_gpu.py tests/test_training_kernels.py \
         --junitxml="$dest/gpu-tests.xml" 2>&1 | tee "$dest/gpu-tests.txt" | tail -25
     ;;
 bench)
