@@ -10,7 +10,7 @@ import torch.distributed as dist
 from torch import nn
 
 from bimask.autograd import sparse_op
-from bimask.backends import check_backend, layer_ops
+from bimask.backends import layer_ops
 from bimask.layout import check_conv_order, from_gemm, to_gemm
 from bimask.masks import nm_mask_2d
 from bimask.methods import MaskState, get_method
@@ -76,7 +76,6 @@ class SparseMixin:
         self.permutation_options = dict(permutation_options or {})
         self.backend = backend
         self._spec = spec
-        check_backend(backend, "linear" if isinstance(self, nn.Linear) else "conv2d")
         self.mask_time_s = 0.0  # wall time spent building masks and permutations (accounting)
         self.backward_as_forward = False  # probe switch: use Mf in the backward (srste's dX)
         device = self.weight.device
@@ -88,6 +87,7 @@ class SparseMixin:
             self.register_buffer("mask_forward", ones)
             self.register_buffer("mask_backward", ones.clone())
             self.register_buffer("masks_ready", torch.zeros((), dtype=torch.bool, device=device))
+        self._ops()  # an unknown backend, or one that cannot run this layer, fails here
 
     def _refresh_permutation(self, w2d: torch.Tensor) -> None:
         mf = to_gemm(self.mask_forward, self.conv_order)

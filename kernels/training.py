@@ -58,7 +58,10 @@ class KernelLinearOps:
     compute_dtype: torch.dtype = torch.bfloat16
 
     def __post_init__(self) -> None:
-        check_sparse_pattern(self.pattern)  # 4:8 and friends: a clear error, here
+        try:
+            check_sparse_pattern(self.pattern)
+        except ValueError as err:  # 4:8 and friends: say what to train with instead
+            raise ValueError(f"{err}; train this pattern with backend='torch'") from None
         if self.family is not None and self.family not in GEMM_FAMILIES:
             raise ValueError(f"unknown kernel family {self.family!r}: {sorted(GEMM_FAMILIES)}")
         if self.compute_dtype not in HALF:

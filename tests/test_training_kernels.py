@@ -43,7 +43,7 @@ def test_kernels_backend_refuses_what_it_cannot_run():
     with pytest.raises(ValueError, match="unknown backend"):
         _linear("bimask", backend="tensorrt")
     with pytest.raises(ValueError, match="sparse tensor cores"):
-        layer_ops("linear", "kernels", layer=_linear("bimask", pattern="4:8"))
+        _linear("bimask", pattern="4:8", backend="kernels")  # at construction, not first use
     layer = _linear("bimask", backend="kernels")
     with pytest.raises(ValueError, match="runs on CUDA tensors"):
         layer(torch.randn(8, 64))
