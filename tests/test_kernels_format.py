@@ -99,3 +99,25 @@ def test_which_patterns_have_a_sparse_path(pattern, ok):
     else:
         with pytest.raises(ValueError, match="dense backend"):
             check_sparse_pattern(pattern)
+
+
+@pytest.mark.parametrize("transpose_out", [False, True])
+def test_gemm_reference_is_the_product_of_the_decompressed_operand(transpose_out):
+    from kernels.reference import nm_gemm_reference
+
+    g = torch.Generator().manual_seed(3)
+    w = torch.randn(40, 64, generator=g)
+    groups = w.reshape(40, 16, 4)
+    keep = torch.zeros_like(groups, dtype=torch.bool).scatter_(
+        -1, groups.abs().topk(2, dim=-1).indices, True
+    )
+    a = (groups * keep).reshape(40, 64).bfloat16()
+    b = torch.randn(24, 64, generator=g).bfloat16()
+    perm = torch.randperm(64, generator=g)
+    got = nm_gemm_reference(
+        compress(a, "2:4"), b, perm=perm, transpose_out=transpose_out, out_dtype=torch.float32
+    )
+    want = a.double() @ b[:, perm].double().t()
+    want = want.t() if transpose_out else want
+    assert got.dtype == torch.float32 and torch.allclose(got.double(), want, rtol=1e-5, atol=1e-4)
+    assert nm_gemm_reference(a, b).dtype == torch.bfloat16  # the kernels' default output dtype

@@ -14,7 +14,8 @@ ROOT = Path(__file__).resolve().parents[1]
     [
         (
             "kernels, kernels.ops, kernels.registry, kernels.build, kernels.launch, kernels.nvrtc, "
-            "kernels.format, kernels.space, kernels.check, kernels.__main__",
+            "kernels.format, kernels.space, kernels.check, kernels.reference, kernels.training, "
+            "kernels.__main__",
             {"bimask", "suite"},
         ),
         ("bimask, bimask.train, bimask.compare, bimask.data, bimask.models", {"suite", "kernels"}),
