@@ -96,6 +96,13 @@ class GemmInputs:
     mask: torch.Tensor | None  # (m, k) bool, None for dense problems
     b: torch.Tensor  # (n, k)
     perm: torch.Tensor | None = None  # bwd-data: the row permutation pi of W (groups along k)
+    a_dense: torch.Tensor | None = None  # sparse problems: A before the mask (the dense layer)
+
+    def dense_view(self) -> GemmInputs:
+        """The inputs of the dense layer the sparse one replaces: A unmasked, no mask."""
+        if self.a_dense is None:
+            return self
+        return GemmInputs(self.a_dense, None, self.b, self.perm)
 
 
 def make_inputs(p: GemmProblem, device: str | torch.device = "cpu") -> GemmInputs:
@@ -104,23 +111,24 @@ def make_inputs(p: GemmProblem, device: str | torch.device = "cpu") -> GemmInput
     dtype = DTYPES[p.dtype]
     b = torch.randn(p.n, p.k, generator=g)
     if p.pattern == "dense":
-        a, mask, perm = torch.randn(p.m, p.k, generator=g), None, None
+        a, mask, perm, a_dense = torch.randn(p.m, p.k, generator=g), None, None, None
     elif p.pass_ == "fwd":
-        w = torch.randn(p.m, p.k, generator=g)
-        mask, perm = nm_mask(w, p.pattern), None
-        a = w * mask
+        a_dense = torch.randn(p.m, p.k, generator=g)
+        mask, perm = nm_mask(a_dense, p.pattern), None
+        a = a_dense * mask
     else:  # bwd-data: W is (out=k) x (in=m); A = (W*Mb)^T is N:M along k over pi-groups
         w = torch.randn(p.k, p.m, generator=g)
         mf = nm_mask(w, p.pattern)
         perm = find_permutation(w, mf, p.pattern, p.perm if p.perm != "-" else "identity")
         mb = bimask_backward_mask(w, mf, p.pattern, perm)
-        a, mask = (w * mb).t().contiguous(), mb.t().contiguous()
+        a, mask, a_dense = (w * mb).t().contiguous(), mb.t().contiguous(), w.t().contiguous()
     to = dict(device=device, dtype=dtype)
     return GemmInputs(
         a.to(**to),
         None if mask is None else mask.to(device),
         b.to(**to),
         None if perm is None else perm.to(device),
+        None if a_dense is None else a_dense.to(**to),
     )
 
 

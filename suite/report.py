@@ -54,6 +54,7 @@ def best_table(df: pd.DataFrame) -> pd.DataFrame:
         "vs_cusparselt",
         "rel_error",
         "sparse_path",
+        "operand",
         "ties",
     ]
     return ok[[c for c in cols if c in ok]].sort_values(
@@ -157,8 +158,10 @@ def write_report(df: pd.DataFrame, meta: dict, out_dir: str | Path, perm_every: 
         "",
         "## Best config per shape, pass, pattern and backend",
         "",
-        "Speed-ups are over the dense baseline backend on the same device; TFLOP/s count the "
-        "dense-equivalent 2mnk. `sparse_path` False marks a dense implementation.",
+        "Speed-ups are over the dense baseline backend on the same device, timed on the "
+        "unmasked weight (the dense layer a sparse one replaces; `operand` says what each row "
+        "ran); TFLOP/s count the dense-equivalent 2mnk. `sparse_path` False marks a dense "
+        "implementation.",
         "",
         _md(best),
         "",

@@ -48,6 +48,8 @@ def base_row(problem: GemmProblem, backend: Backend, config: Config | None, devi
         "tflops": math.nan,
         "rel_error": math.nan,
         "sparse_path": backend.kind == "sparse",
+        # what A was: the unmasked weight (a dense layer) or the masked one
+        "operand": "unmasked" if backend.dense_operand and problem.pattern != "dense" else "masked",
         "throttled": False,
         "device": device,
     }
@@ -142,15 +144,21 @@ def mark_best(rows: list[dict]) -> None:
 _LAST_INPUTS: dict = {}
 
 
-def inputs_and_reference(problem: GemmProblem, device: str):
+def inputs_and_reference(problem: GemmProblem, device: str, dense: bool = False):
     """The problem's inputs and float64 reference, kept for the last problem only: a sweep
-    tunes every backend of a problem in a row, and at 8192^3 the reference takes seconds."""
+    tunes every backend of a problem in a row, and at 8192^3 the reference takes seconds.
+    ``dense``: the dense layer's inputs (unmasked A) and their reference instead."""
     key = (problem, str(device))
     if _LAST_INPUTS.get("key") != key:
         _LAST_INPUTS.clear()  # drop the previous problem's tensors before making new ones
         inputs = make_inputs(problem, device)
-        _LAST_INPUTS.update(key=key, value=(inputs, reference(inputs)))
-    return _LAST_INPUTS["value"]
+        _LAST_INPUTS.update(key=key, masked=(inputs, reference(inputs)))
+    if not dense:
+        return _LAST_INPUTS["masked"]
+    if "dense" not in _LAST_INPUTS:
+        view = _LAST_INPUTS["masked"][0].dense_view()
+        _LAST_INPUTS["dense"] = (view, reference(view))
+    return _LAST_INPUTS["dense"]
 
 
 def tune(
@@ -171,6 +179,8 @@ def tune(
     inputs: GemmInputs | None = None
     ref = None
     base_key = {**problem.key(), "backend": backend.name, "backend_version": backend.version()}
+    if backend.dense_operand:
+        base_key["operand"] = "unmasked"  # not the rows of older runs, timed on the masked A
     rows: list[dict] = []
 
     def cost(config: Config) -> float:
@@ -179,7 +189,7 @@ def tune(
         row = cache.get(key) if cache is not None else None
         if row is None:
             if inputs is None:  # built lazily: a fully cached problem costs nothing
-                inputs, ref = inputs_and_reference(problem, device)
+                inputs, ref = inputs_and_reference(problem, device, backend.dense_operand)
             row = evaluate(problem, backend, config, inputs, ref, settings, device)
             if cache is not None:
                 cache.put(key, row)

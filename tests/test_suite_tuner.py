@@ -1,4 +1,5 @@
 import math
+from dataclasses import replace
 
 import pytest
 import torch
@@ -87,9 +88,7 @@ def test_cache_makes_a_rerun_free(tmp_path):
     cache = ResultCache(tmp_path / "c.jsonl", {"device": "x"})
     first = tune(PROBLEM, get_backend("torch_tiled"), cache, FAST)
     calls = []
-    spy = Backend(
-        "torch_tiled", "cpu", "dense", lambda *a: calls.append(a), get_backend("torch_tiled").space
-    )
+    spy = replace(get_backend("torch_tiled"), prepare=lambda *a: calls.append(a))
     second = tune(PROBLEM, spy, ResultCache(tmp_path / "c.jsonl", {"device": "x"}), FAST)
     assert not calls
     assert [r["median_ms"] for r in first] == [r["median_ms"] for r in second]
@@ -135,3 +134,39 @@ def test_backends_of_one_problem_share_its_inputs_and_reference():
     assert inputs_and_reference(other, "cpu") is not first
     again = inputs_and_reference(p, "cpu")  # rebuilt after another problem: the same values
     assert torch.equal(again[0].a, first[0].a) and torch.equal(again[1], first[1])
+
+
+def test_dense_baselines_run_the_unmasked_weight_and_are_checked_against_it():
+    from dataclasses import replace
+
+    from suite.backends import BACKENDS
+    from suite.problem import GemmProblem, make_inputs
+    from suite.tuner import TuneSettings, tune
+
+    seen = {}
+
+    def spy(name):
+        real = BACKENDS[name]
+
+        def prepare(problem, inputs, config):
+            seen[name] = inputs
+            return real.prepare(problem, inputs, config)
+
+        return replace(real, prepare=prepare)
+
+    p = GemmProblem("nm_gemm", "bwd-data", 64, 32, 128, "float32", "2:4", perm="greedy")
+    settings = TuneSettings(budget_s=0.01, min_reps=2)
+    rows = {
+        name: tune(p, spy(name), None, settings)[0]
+        for name in ("torch_dense", "torch_masked", "torch_csr")
+    }
+    inputs = make_inputs(p)
+    assert torch.equal(seen["torch_dense"].a, inputs.a_dense)  # W^T, no zeros from the mask
+    assert bool((inputs.a_dense != 0).all()) and seen["torch_dense"].mask is None
+    assert torch.equal(seen["torch_masked"].a, inputs.a)
+    assert torch.equal(seen["torch_csr"].a, inputs.a)
+    assert torch.equal(inputs.a, inputs.a_dense * inputs.mask)
+    for name, row in rows.items():  # each verified against the reference of what it ran
+        assert row["status"] == "ok" and row["rel_error"] < 1e-4, (name, row["reason"])
+    assert rows["torch_dense"]["operand"] == "unmasked"
+    assert rows["torch_masked"]["operand"] == "masked"

@@ -47,6 +47,11 @@ class Backend:
     dtypes: tuple[str, ...] = ("float32", "bfloat16", "float16")
     description: str = ""
     baseline: bool = False  # the dense reference the speed-ups are computed against
+    # True: a dense GEMM timed on the unmasked weight, i.e. the dense layer a sparse one
+    # replaces. A dense GEMM's speed depends on its data (zeros draw less power: 894 against
+    # 788 TFLOP/s for an all-zero 8192^3 bf16 product on an H200 here), so timing it on the
+    # masked weight would flatter the dense side.
+    dense_operand: bool = False
     # a handful of known-good configs for a time-bounded first look (None: the full space)
     quick_space: Callable[[GemmProblem], SearchSpace] | None = None
     extra: dict = field(default_factory=dict)

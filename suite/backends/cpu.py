@@ -110,6 +110,7 @@ CPU_BACKENDS = [
         baseline=True,
         dtypes=("float32",),
         description="torch.matmul, dense (the CPU baseline)",
+        dense_operand=True,
     ),
     Backend(
         "torch_masked",
@@ -128,6 +129,7 @@ CPU_BACKENDS = [
         _tiled_space,
         dtypes=("float32",),
         description="dense GEMM in column tiles x k-splits (a CPU space worth tuning)",
+        dense_operand=True,
     ),
     Backend(
         "torch_csr",

@@ -147,6 +147,7 @@ GPU_BACKENDS = [
         baseline=True,
         dtypes=("bfloat16", "float16", "float32"),
         description="dense torch.matmul (cuBLAS)",
+        dense_operand=True,
     ),
     Backend(
         "cusparselt",

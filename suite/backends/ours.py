@@ -146,6 +146,7 @@ def _family_backends(family: str, suffix: str, sparse_about: str, dense_about: s
             quick_space=partial(_space, roles["dense"], tunables=QUICK_TUNABLES[family]),
             available=partial(_available, roles["dense"]),
             version=partial(_version, family),
+            dense_operand=True,
             dtypes=("bfloat16", "float16"),
             description=dense_about,
         ),
