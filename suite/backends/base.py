@@ -48,9 +48,9 @@ class Backend:
     description: str = ""
     baseline: bool = False  # the dense reference the speed-ups are computed against
     # True: a dense GEMM timed on the unmasked weight, i.e. the dense layer a sparse one
-    # replaces. A dense GEMM's speed depends on its data (zeros draw less power: 894 against
-    # 788 TFLOP/s for an all-zero 8192^3 bf16 product on an H200 here), so timing it on the
-    # masked weight would flatter the dense side.
+    # replaces. A dense GEMM's speed depends on its data (zeros draw less power: the device notes
+    # here record 894 TFLOP/s for an all-zero 8192^3 bf16 product against 788 on random data,
+    # on an H200), so timing it on the masked weight would make the dense side look faster.
     dense_operand: bool = False
     # a handful of known-good configs for a time-bounded first look (None: the full space)
     quick_space: Callable[[GemmProblem], SearchSpace] | None = None
