@@ -16,6 +16,7 @@ from torch.nn.grad import conv2d_input, conv2d_weight
 
 
 class LayerOps(Protocol):
+    def describe(self) -> str: ...  # where each GEMM of the layer runs
     def forward(self, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None): ...
     def input_grad(self, dy: torch.Tensor, weight: torch.Tensor, x_shape: torch.Size): ...
     def weight_grad(self, x: torch.Tensor, dy: torch.Tensor, w_shape: torch.Size): ...
@@ -24,6 +25,9 @@ class LayerOps(Protocol):
 
 @dataclass(frozen=True)
 class TorchLinearOps:
+    def describe(self) -> str:
+        return "fwd, dX, dW on torch (masked dense math)"
+
     def forward(self, x, weight, bias):
         return F.linear(x, weight, bias)
 
@@ -42,6 +46,9 @@ class TorchConvOps:
     stride: tuple[int, int]
     padding: tuple[int, int]
     dilation: tuple[int, int]
+
+    def describe(self) -> str:
+        return "fwd, dX, dW on torch (masked dense math)"
 
     def forward(self, x, weight, bias):
         return F.conv2d(x, weight, bias, self.stride, self.padding, self.dilation)

@@ -124,5 +124,6 @@ def sparsify(
             **options,
         )
         setattr(parent, attr, new)
-        decisions.append(LayerDecision(name, kind, True, f"{method} {pattern}{note}"))
+        where = new._ops().describe()
+        decisions.append(LayerDecision(name, kind, True, f"{method} {pattern}: {where}{note}"))
     return decisions

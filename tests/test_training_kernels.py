@@ -55,6 +55,11 @@ def test_sparsify_puts_convolutions_on_torch_and_says_so():
     sparse = [d for d in decisions if d.sparse]
     convs = [d for d in sparse if d.kind == "Conv2d"]
     assert convs and all("conv2d GEMMs on torch" in d.reason for d in convs)
+    mlp = sparsify(build_model("mlp"), "2:4", "bimask", "greedy", backend="kernels")
+    linears = [d for d in mlp if d.sparse]
+    assert linears and all(
+        d.reason.endswith("fwd sparse, dX sparse (pi), dW dense") for d in linears
+    )
     layers = {n: m for n, m in model.named_modules() if isinstance(m, SparseLinear)}
     assert all(m.backend == "kernels" for m in layers.values())
     assert all(m.backend == "torch" for m in model.modules() if isinstance(m, SparseConv2d))
