@@ -166,50 +166,61 @@ def register(v: KernelVariant) -> KernelVariant:
     return v
 
 
-register(
-    KernelVariant(
-        "nm_spmm",
-        "nm_gemm_sm80.cu",
-        "nm_gemm",
-        GEMM_TUNABLES,
-        GEMM_DEFAULT,
-        _gemm_restrictions(True),
-        fixed={"SPARSE": 1, "GATHER_B": 0},
-        threads=_mma_threads,
-        smem=lambda c: gemm_smem(c, True),
-        description="N:M sparse A (2:4 tensor-core format) x dense B^T, mma.sp m16n8k32",
-    )
-)
-register(
-    KernelVariant(
-        "nm_spmm_gather",
-        "nm_gemm_sm80.cu",
-        "nm_gemm",
-        GEMM_TUNABLES,
-        GEMM_DEFAULT,
-        _gemm_restrictions(True),
-        fixed={"SPARSE": 1, "GATHER_B": 1},
-        threads=_mma_threads,
-        smem=lambda c: gemm_smem(c, True),
-        description="nm_spmm reading B's K axis through the Bi-Mask permutation (bwd-data)",
-    )
-)
-register(
-    KernelVariant(
-        "dense_gemm",
-        "nm_gemm_sm80.cu",
-        "nm_gemm",
-        GEMM_TUNABLES,
-        GEMM_DEFAULT,
-        _gemm_restrictions(False),
-        fixed={"SPARSE": 0, "GATHER_B": 0},
-        sparse=False,
-        sass_instruction="HMMA.16816",
-        patterns="dense",
-        threads=_mma_threads,
-        smem=lambda c: gemm_smem(c, False),
-        description="the same kernel with dense A, mma.sync m16n8k16",
-    )
+def _register_gemm_family(
+    family: str,
+    source: str,
+    symbol: str,
+    tunables: dict,
+    default: dict,
+    restrictions: Callable[[bool], tuple],
+    smem: Callable[[dict, bool], int],
+    sass: tuple[str, str],
+    about: tuple[str, str, str],  # descriptions: sparse, gather, dense
+    **common,
+) -> dict[str, str]:
+    """The sparse, gather (permuted-B) and dense variants of one GEMM source; returns their names
+    by role. ``sass`` is the (sparse, dense) MMA prefix the SASS must hold."""
+    suffix = "" if family == "sm80" else f"_{family}"
+    roles = {"sparse": f"nm_spmm{suffix}", "gather": f"nm_spmm_gather{suffix}"}
+    roles["dense"] = f"dense_gemm{suffix}"
+    for (role, name), text in zip(roles.items(), about, strict=True):
+        sparse = role != "dense"
+        register(
+            KernelVariant(
+                name,
+                source,
+                symbol,
+                tunables,
+                default,
+                restrictions(sparse),
+                fixed={"SPARSE": int(sparse), "GATHER_B": int(role == "gather")},
+                sparse=sparse,
+                sass_instruction=sass[0] if sparse else sass[1],
+                patterns=KernelVariant.patterns if sparse else "dense",
+                smem=lambda c, s=sparse: smem(c, s),
+                description=text,
+                **common,
+            )
+        )
+    return roles
+
+
+GEMM_FAMILIES: dict[str, dict[str, str]] = {}  # family -> role -> variant name
+GEMM_FAMILIES["sm80"] = _register_gemm_family(
+    "sm80",
+    "nm_gemm_sm80.cu",
+    "nm_gemm",
+    GEMM_TUNABLES,
+    GEMM_DEFAULT,
+    _gemm_restrictions,
+    gemm_smem,
+    ("HMMA.SP", "HMMA.16816"),
+    (
+        "N:M sparse A (2:4 tensor-core format) x dense B^T, mma.sp m16n8k32",
+        "nm_spmm reading B's K axis through the Bi-Mask permutation (bwd-data)",
+        "the same kernel with dense A, mma.sync m16n8k16",
+    ),
+    threads=_mma_threads,
 )
 
 # 256 x 128 tiles, two warpgroups of two m64 tiles each: A is the operand 2:4 halves, so a tall
@@ -235,65 +246,26 @@ WGMMA_TUNABLES = {
     "SMEM_PAD": (0, 1),
     "SPLIT_K": (1, 2, 4),
 }
-_HOPPER = {"min_cc": (9, 0), "max_cc": (9, 0), "archs": ("sm_90a",), "threads": _wgmma_threads}
-
-register(
-    KernelVariant(
-        "nm_spmm_sm90",
-        "nm_gemm_sm90.cu",
-        "nm_gemm_wgmma",
-        WGMMA_TUNABLES,
-        WGMMA_DEFAULT,
-        _wgmma_restrictions(True),
-        fixed={"SPARSE": 1, "GATHER_B": 0},
-        sass_instruction="HGMMA.SP",
-        smem=lambda c: wgmma_smem(c, True),
-        description="N:M sparse A x dense B^T on Hopper: wgmma.mma_async.sp m64nNk32",
-        **_HOPPER,
-    )
-)
-register(
-    KernelVariant(
-        "nm_spmm_gather_sm90",
-        "nm_gemm_sm90.cu",
-        "nm_gemm_wgmma",
-        WGMMA_TUNABLES,
-        WGMMA_DEFAULT,
-        _wgmma_restrictions(True),
-        fixed={"SPARSE": 1, "GATHER_B": 1},
-        sass_instruction="HGMMA.SP",
-        smem=lambda c: wgmma_smem(c, True),
-        description="nm_spmm_sm90 reading B's K axis through the Bi-Mask permutation",
-        **_HOPPER,
-    )
-)
-register(
-    KernelVariant(
-        "dense_gemm_sm90",
-        "nm_gemm_sm90.cu",
-        "nm_gemm_wgmma",
-        WGMMA_TUNABLES,
-        WGMMA_DEFAULT,
-        _wgmma_restrictions(False),
-        fixed={"SPARSE": 0, "GATHER_B": 0},
-        sparse=False,
-        sass_instruction="HGMMA.64x",
-        patterns="dense",
-        smem=lambda c: wgmma_smem(c, False),
-        description="the same Hopper kernel with dense A, wgmma.mma_async m64nNk16",
-        **_HOPPER,
-    )
+GEMM_FAMILIES["sm90"] = _register_gemm_family(
+    "sm90",
+    "nm_gemm_sm90.cu",
+    "nm_gemm_wgmma",
+    WGMMA_TUNABLES,
+    WGMMA_DEFAULT,
+    _wgmma_restrictions,
+    wgmma_smem,
+    ("HGMMA.SP", "HGMMA.64x"),
+    (
+        "N:M sparse A x dense B^T on Hopper: wgmma.mma_async.sp m64nNk32",
+        "nm_spmm_sm90 reading B's K axis through the Bi-Mask permutation",
+        "the same Hopper kernel with dense A, wgmma.mma_async m64nNk16",
+    ),
+    threads=_wgmma_threads,
+    min_cc=(9, 0),
+    max_cc=(9, 0),  # wgmma is Hopper's: sm_90a code, no Blackwell
+    archs=("sm_90a",),
 )
 
-# The GEMM kernels by family and role; ops.nm_gemm picks one with ``family=``.
-GEMM_FAMILIES = {
-    "sm80": {"sparse": "nm_spmm", "gather": "nm_spmm_gather", "dense": "dense_gemm"},
-    "sm90": {
-        "sparse": "nm_spmm_sm90",
-        "gather": "nm_spmm_gather_sm90",
-        "dense": "dense_gemm_sm90",
-    },
-}
 register(
     KernelVariant(
         "nm_compress_masked",
