@@ -4,15 +4,18 @@ and inspect their SASS (cuobjdump) for the tensor-core instructions they must co
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import re
 import shutil
 import subprocess
 import sysconfig
+import warnings
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 
+from kernels import artifacts
 from kernels.registry import CUDA_DIR, KernelVariant
 from kernels.space import Config
 
@@ -51,6 +54,18 @@ def _tool(name: str) -> str | None:
         if (base / name).exists():
             return str(base / name)
     return None
+
+
+def artifact_key(variant: KernelVariant, defines: dict, arch: str) -> dict:
+    """What a cubin is a build of: the manifest records it, the run side asks for it."""
+    return {
+        "variant": variant.name,
+        "source_hash": source_hash(variant),
+        "defines": {k: str(v) for k, v in sorted(defines.items())},
+        "arch": arch,
+        "toolchain": nvcc_version(),
+        "flags": "gencode-v2",
+    }
 
 
 def source_hash(variant: KernelVariant) -> str:
@@ -93,21 +108,36 @@ def compile_variant(
     dtype: str = "bfloat16",
     extra: dict | None = None,
 ) -> Built:
-    """nvcc -cubin for one config (plus ``extra`` defines); the result is cached on disk."""
-    if not nvcc_path():
-        raise CompileError("nvcc not found: install the CUDA toolkit or set CUDA_HOME")
+    """nvcc -cubin for one config (plus ``extra`` defines); the result is cached on disk.
+
+    A cached cubin is used only when the cache's manifest vouches for it (``kernels.artifacts``);
+    otherwise it is rebuilt, or refused where there is no nvcc.
+    """
     if variant.max_cc and arch not in variant.archs:  # arch-specific code (wgmma)
         raise CompileError(
             f"{variant.name} builds for {', '.join(variant.archs)} only, not {arch} "
             f"(it needs compute capability {variant.min_cc[0]}.{variant.min_cc[1]})"
         )
     defines = {**variant.defines(config, dtype), **(extra or {})}
-    key = hashlib.sha256(
-        f"{source_hash(variant)}|{sorted(defines.items())}|{arch}|{nvcc_version()}|gencode-v2".encode()
-    ).hexdigest()[:24]
-    out = CACHE_DIR / f"{variant.name}-{arch}-{key}.cubin"
+    key = artifact_key(variant, defines, arch)
+    digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:24]
+    out = CACHE_DIR / f"{variant.name}-{arch}-{digest}.cubin"
     if out.exists():
-        return Built(variant.name, arch, config, out, True)
+        why = artifacts.problem(CACHE_DIR, out, key)
+        if why is None:
+            return Built(variant.name, arch, config, out, True)
+        if not nvcc_path():
+            raise CompileError(
+                f"kernel cache {CACHE_DIR}: refusing {out.name}: {why}; rebuild the cache with "
+                "'python -m kernels compile' on a host with nvcc (one you trust)"
+            )
+        warnings.warn(f"kernel cache: {why}; rebuilding it", stacklevel=2)
+    if not nvcc_path():
+        raise CompileError(
+            f"nvcc not found and {CACHE_DIR} holds no build of {variant.name} {config.to_json()} "
+            f"for {arch}: install the CUDA toolkit, set CUDA_HOME, or point BIMASK_KERNEL_CACHE "
+            "at a cache built for this run"
+        )
     CACHE_DIR.mkdir(parents=True, exist_ok=True)
     tmp = out.with_suffix(f".{os.getpid()}.tmp")
     cmd = [
@@ -131,6 +161,7 @@ def compile_variant(
         )
     out.with_suffix(".log").write_text(proc.stderr)
     tmp.replace(out)
+    artifacts.record(CACHE_DIR, out, key)
     return Built(variant.name, arch, config, out, False)
 
 

@@ -1,0 +1,120 @@
+"""A kernel cache is code: an artifact is loaded only when the build's manifest vouches for it."""
+
+import json
+
+import pytest
+
+from kernels import artifacts, build
+from kernels.registry import VARIANTS
+
+VARIANT = VARIANTS["nm_spmm"]
+
+
+@pytest.fixture
+def cache(tmp_path, monkeypatch):
+    """An empty cache folder, and a 'host without nvcc' (so refusals cannot turn into rebuilds)."""
+    monkeypatch.setattr(build, "CACHE_DIR", tmp_path)
+    monkeypatch.setattr(build, "nvcc_path", lambda: None)
+    return tmp_path
+
+
+def _planted(cache_dir, config=None):
+    """A cubin placed where compile_variant looks for this config, recorded like a build does."""
+    config = config or VARIANT.default()
+    defines = VARIANT.defines(config, "bfloat16")
+    key = build.artifact_key(VARIANT, defines, "sm_80")
+    path = _expected_path(cache_dir, key)
+    path.write_bytes(b"\x7fELF pretend cubin bytes")
+    artifacts.record(cache_dir, path, key)
+    return path, key
+
+
+def _expected_path(cache_dir, key):
+    import hashlib
+
+    digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:24]
+    return cache_dir / f"{VARIANT.name}-sm_80-{digest}.cubin"
+
+
+def test_a_recorded_artifact_is_used_without_a_compiler(cache):
+    path, _ = _planted(cache)
+    built = build.compile_variant(VARIANT, VARIANT.default(), "sm_80")
+    assert built.cached and built.cubin == path
+
+
+def test_a_cache_moved_to_another_folder_still_verifies(cache, tmp_path_factory, monkeypatch):
+    path, _ = _planted(cache)
+    moved = tmp_path_factory.mktemp("moved")
+    for f in cache.iterdir():
+        (moved / f.name).write_bytes(f.read_bytes())
+    monkeypatch.setattr(build, "CACHE_DIR", moved)
+    assert build.compile_variant(VARIANT, VARIANT.default(), "sm_80").cubin == moved / path.name
+
+
+def test_one_changed_byte_is_refused(cache):
+    path, _ = _planted(cache)
+    data = bytearray(path.read_bytes())
+    data[5] ^= 0x01
+    path.write_bytes(bytes(data))
+    with pytest.raises(build.CompileError, match="sha256 mismatch"):
+        build.compile_variant(VARIANT, VARIANT.default(), "sm_80")
+
+
+def test_a_truncated_artifact_is_refused(cache):
+    path, _ = _planted(cache)
+    path.write_bytes(path.read_bytes()[:-3])
+    with pytest.raises(build.CompileError, match="manifest records"):
+        build.compile_variant(VARIANT, VARIANT.default(), "sm_80")
+
+
+def test_an_artifact_missing_from_the_manifest_is_refused(cache):
+    config = VARIANT.default()
+    key = build.artifact_key(VARIANT, VARIANT.defines(config, "bfloat16"), "sm_80")
+    _expected_path(cache, key).write_bytes(b"dropped in by hand")
+    with pytest.raises(build.CompileError, match="not listed in"):
+        build.compile_variant(VARIANT, config, "sm_80")
+
+
+def test_an_artifact_recorded_under_another_key_is_refused(cache):
+    path, key = _planted(cache)
+    doc = json.loads((cache / artifacts.MANIFEST).read_text())
+    doc["artifacts"][path.name]["key"] = {**key, "source_hash": "0" * 16}
+    (cache / artifacts.MANIFEST).write_text(json.dumps(doc))
+    with pytest.raises(build.CompileError, match="another key .*source_hash"):
+        build.compile_variant(VARIANT, VARIANT.default(), "sm_80")
+
+
+@pytest.mark.parametrize(
+    "text", ["{not json", json.dumps({"kind": "other"}), json.dumps({"kind": artifacts.KIND})]
+)
+def test_a_damaged_manifest_is_refused(cache, text):
+    _planted(cache)
+    (cache / artifacts.MANIFEST).write_text(text)
+    with pytest.raises(build.CompileError, match="refusing"):
+        build.compile_variant(VARIANT, VARIANT.default(), "sm_80")
+
+
+def test_no_compiler_and_no_cached_build_is_a_clear_error(cache):
+    with pytest.raises(build.CompileError, match="nvcc not found and .* holds no build"):
+        build.compile_variant(VARIANT, VARIANT.default(), "sm_80")
+
+
+def test_recording_over_a_damaged_manifest_sets_it_aside(cache):
+    path, key = _planted(cache)
+    (cache / artifacts.MANIFEST).write_text("garbage")
+    artifacts.record(cache, path, key)
+    assert artifacts.problem(cache, path, key) is None
+    assert [p.name for p in cache.glob("manifest.json.damaged.*")]
+
+
+@pytest.mark.nvcc
+def test_a_changed_cubin_is_rebuilt_where_nvcc_exists(tmp_path, monkeypatch):
+    if not build.nvcc_path():
+        pytest.skip("nvcc not found")
+    monkeypatch.setattr(build, "CACHE_DIR", tmp_path)
+    first = build.compile_variant(VARIANT, VARIANT.default(), "sm_80")
+    good = first.cubin.read_bytes()
+    first.cubin.write_bytes(good[:100] + b"\0" + good[101:])
+    with pytest.warns(UserWarning, match="rebuilding"):
+        again = build.compile_variant(VARIANT, VARIANT.default(), "sm_80")
+    assert not again.cached and again.cubin.read_bytes() == good
