@@ -86,8 +86,8 @@ def test_resume_is_bit_exact(tmp_path):
     full = train(TrainConfig(**base, out=str(tmp_path / "a")))
     train(TrainConfig(**base, out=str(tmp_path / "b"), stop_after=1))
     resumed = train(TrainConfig(**base, out=str(tmp_path / "b"), resume=True))
-    a = torch.load(tmp_path / "a" / "checkpoint.pt", weights_only=False)["model"]
-    b = torch.load(tmp_path / "b" / "checkpoint.pt", weights_only=False)["model"]
+    a = torch.load(tmp_path / "a" / "checkpoint.pt", weights_only=True)["model"]
+    b = torch.load(tmp_path / "b" / "checkpoint.pt", weights_only=True)["model"]
     assert a.keys() == b.keys()
     for k in a:
         assert torch.equal(a[k], b[k]), k

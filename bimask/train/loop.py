@@ -19,7 +19,13 @@ from bimask.machine import describe
 from bimask.models import DEFAULT_OPTIMIZER, build_model
 from bimask.sparsify import sparsify
 from bimask.train import probes
-from bimask.train.checkpoint import load_checkpoint, save_checkpoint
+from bimask.train.checkpoint import (
+    CheckpointError,
+    check_resume_config,
+    read_checkpoint,
+    restore_rng,
+    save_checkpoint,
+)
 from bimask.train.config import TrainConfig
 from bimask.train.distributed import DistInfo, all_reduce_sum, init_distributed, shutdown
 
@@ -82,6 +88,16 @@ def _optimizer(cfg: TrainConfig, model: nn.Module, steps: int):
     return opt, torch.optim.lr_scheduler.LambdaLR(opt, factor)
 
 
+def _load_state(state: dict, model: nn.Module, opt, sched, path: Path) -> None:
+    try:
+        model.load_state_dict(state["model"])
+        opt.load_state_dict(state["optimizer"])
+        sched.load_state_dict(state["scheduler"])
+    except (RuntimeError, KeyError, ValueError, TypeError) as err:
+        raise CheckpointError(f"{path} does not fit this model: {err}") from None
+    restore_rng(state)
+
+
 def _subset(split, n):
     return (split.images[:n], split.labels[:n]) if n else (split.images, split.labels)
 
@@ -115,6 +131,11 @@ def train(cfg: TrainConfig) -> dict:
 def fit(cfg: TrainConfig, device: torch.device, info: DistInfo) -> tuple[dict, nn.Module]:
     """Train inside an initialised process group (or none); returns (summary, model)."""
     out = Path(cfg.out)
+    ckpt_path = out / "checkpoint.pt"
+    resume_state = None
+    if cfg.resume:  # the whole checkpoint is checked before anything is loaded or touched
+        resume_state = read_checkpoint(ckpt_path, device)
+        check_resume_config(resume_state["config"], cfg.to_dict(), ckpt_path)
     data = load_dataset(cfg.dataset, cfg.data_dir, seed=cfg.seed)
     train_set = TensorDataset(*_subset(data.train, cfg.train_subset))
     test_set = TensorDataset(*_subset(data.test, cfg.test_subset))
@@ -127,15 +148,12 @@ def fit(cfg: TrainConfig, device: torch.device, info: DistInfo) -> tuple[dict, n
     net = DistributedDataParallel(model) if info.enabled else model
     opt, sched = _optimizer(cfg, model, cfg.epochs * len(train_loader))
     probe_x, probe_y = (t[:256].to(device) for t in (data.test.images, data.test.labels))
-    history, start, ckpt_path = [], 0, out / "checkpoint.pt"
+    history, start = [], 0
     if info.is_main:
         out.mkdir(parents=True, exist_ok=True)
-    if cfg.resume and ckpt_path.is_file():
-        state = load_checkpoint(ckpt_path, device)
-        model.load_state_dict(state["model"])
-        opt.load_state_dict(state["optimizer"])
-        sched.load_state_dict(state["scheduler"])
-        history, start = state["history"], state["epoch"] + 1
+    if resume_state is not None:
+        _load_state(resume_state, model, opt, sched, ckpt_path)
+        history, start = resume_state["history"], resume_state["epoch"] + 1
     loss_fn = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
     for epoch in range(start, cfg.epochs):
         if cfg.stop_after is not None and epoch - start >= cfg.stop_after:
