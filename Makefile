@@ -6,7 +6,7 @@ PY = $(shell scripts/ensure-env.sh)
 BENCH_OUT ?= results/bench
 TIER = $(shell $(PY) -c "import torch; print('gpu' if torch.cuda.is_available() else 'cpu')")
 
-.PHONY: install test bench bench-ci lint format clean compare-masks
+.PHONY: install test bench bench-ci lint format clean compare-masks first-look
 
 install:
 	@scripts/ensure-env.sh >/dev/null && echo "environment ready: $$(scripts/ensure-env.sh)"
@@ -21,6 +21,11 @@ bench:
 	$(PY) -m suite bench --tier auto --out $(BENCH_OUT)/$(TIER) $(BENCH_ARGS)
 	$(PY) -m pytest -q benchmarks --benchmark-only --benchmark-columns=min,median,iqr,rounds \
 		--benchmark-json=$(BENCH_OUT)/pytest-benchmark-$(TIER).json -s
+
+# A time-boxed first look at a GPU host (6 minutes; one archive). FIRST_LOOK_ARGS="--dry-run
+# --for-device H100 --kernel-cache DIR" prints the plan on any host.
+first-look:
+	$(PY) -m suite first-look $(FIRST_LOOK_ARGS)
 
 # CI regression check on CPU: micro-benchmarks vs the committed pytest-benchmark baseline, and a
 # fresh quick sweep vs the committed results baseline (noise-aware; fails on a real slowdown).

@@ -1,8 +1,9 @@
-"""python -m kernels {list,compile}: the registered variants, and a compile + SASS check.
+"""python -m kernels {list,compile,build,check}: the variants, compile + SASS checks, builds.
 
 Examples:
   python -m kernels list
   python -m kernels compile --arch sm_80 --arch sm_90a
+  python -m kernels build --for-device H100 --out /tmp/kc   # ahead of time, for another host
   python -m kernels check              # on a GPU: every GEMM kernel once against float64
 """
 
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 from kernels.build import (
     WGMMA_SERIALIZED,
@@ -77,12 +79,57 @@ def cmd_compile(args) -> int:
     return 0
 
 
+def cmd_build(args) -> int:
+    import os
+    import time
+
+    from kernels import aot
+    from kernels.build import nvcc_path, use_cache_dir
+
+    try:
+        ccs = [aot.device_cc(n) for n in args.for_device or []]
+        ccs += [aot.cc_of_arch(a) for a in args.arch or []]
+    except ValueError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    if not ccs:
+        print("error: name the target with --for-device NAME or --arch ARCH", file=sys.stderr)
+        return 2
+    if not nvcc_path():
+        print(
+            "error: kernels build needs nvcc (install the CUDA toolkit or set CUDA_HOME)",
+            file=sys.stderr,
+        )
+        return 2
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        print(f"error: --out {out} is a file; give a folder for the kernel cache", file=sys.stderr)
+        return 2
+    out.mkdir(parents=True, exist_ok=True)
+    use_cache_dir(out)
+    builds = list(dict.fromkeys(b for cc in ccs for b in aot.run_builds(cc, tuple(args.dtype))))
+    jobs = args.jobs or os.cpu_count() or 1
+    t0 = time.perf_counter()
+    compiled, cached, failed = aot.build_all(builds, jobs)
+    for b, err in failed.items():
+        print(f"FAIL {b.label()}: {err}")
+    size = sum(p.stat().st_size for p in out.iterdir() if p.is_file())
+    print(
+        f"{len(builds)} kernels for {', '.join(sorted({b.arch for b in builds}))}: "
+        f"{compiled} built, {cached} cached, {len(failed)} failed; {size / 2**20:.1f} MiB in "
+        f"{out} ({time.perf_counter() - t0:.0f} s, {jobs} jobs)"
+    )
+    print(f"use it with: BIMASK_KERNEL_CACHE={out.resolve()} (or --kernel-cache)")
+    return 1 if failed else 0
+
+
 def cmd_check(args) -> int:
     import torch
 
     if not torch.cuda.is_available():
         print("error: kernels check needs a CUDA device (torch.cuda.is_available() is False)")
         return 2
+    from kernels.build import stats_line
     from kernels.check import check_family
 
     failures = 0
@@ -95,6 +142,7 @@ def cmd_check(args) -> int:
                 f"{r.variant:<20} {'x'.join(map(str, r.shape)):<12} "
                 f"rel_error {r.rel_error:.2e}  {status}"
             )
+    print(stats_line())
     return 1 if failures else 0
 
 
@@ -111,10 +159,32 @@ def main(argv: list[str] | None = None) -> int:
     c.add_argument("--arch", action="append", help="sm_80, sm_90a (repeatable)")
     c.add_argument("--default-only", action="store_true", help="skip the tunable-space corners")
     c.set_defaults(func=cmd_compile)
+    b = sub.add_parser(
+        "build",
+        help="build every kernel a run launches into a cache another host can use",
+        epilog="example: python -m kernels build --for-device H100 --out /tmp/kc",
+    )
+    b.add_argument("--for-device", action="append", help="GPU name, e.g. H100, A100, L4")
+    b.add_argument("--arch", action="append", help="nvcc target, e.g. sm_90a (repeatable)")
+    b.add_argument("--dtype", action="append", choices=["bfloat16", "float16"])
+    b.add_argument("--jobs", type=int, help="parallel nvcc processes (default: the cores)")
+    b.add_argument("--out", required=True, help="the cache folder to fill")
+    b.set_defaults(func=cmd_build)
     k = sub.add_parser("check", help="one launch of every GEMM kernel against float64 (GPU)")
     k.add_argument("--family", nargs="+", default=sorted(GEMM_FAMILIES), choices=GEMM_FAMILIES)
+    k.add_argument("--kernel-cache", help="a kernel cache built ahead of time (kernels build)")
     k.set_defaults(func=cmd_check)
     args = p.parse_args(argv)
+    if getattr(args, "dtype", "x") is None:
+        args.dtype = ["bfloat16"]
+    if getattr(args, "kernel_cache", None):
+        from kernels.build import use_cache_dir
+
+        if not Path(args.kernel_cache).is_dir():
+            print(f"error: --kernel-cache {args.kernel_cache} is not a folder", file=sys.stderr)
+            return 2
+
+        use_cache_dir(args.kernel_cache)
     if getattr(args, "arch", None) is None and args.command == "compile":
         args.arch = ["sm_80", "sm_90a"]
     return args.func(args)

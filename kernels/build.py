@@ -1,5 +1,6 @@
-"""Compile kernel variants with nvcc (cached by source hash + defines + arch + nvcc version),
-and inspect their SASS (cuobjdump) for the tensor-core instructions they must contain."""
+"""Compile kernel variants with nvcc (cached by source hash + defines + arch + CUDA release,
+verified through the cache's manifest, ``kernels.artifacts``), and inspect their SASS
+(cuobjdump) for the tensor-core instructions they must contain."""
 
 from __future__ import annotations
 
@@ -20,6 +21,20 @@ from kernels.registry import CUDA_DIR, KernelVariant
 from kernels.space import Config
 
 CACHE_DIR = Path(os.environ.get("BIMASK_KERNEL_CACHE", Path.home() / ".cache" / "bimask-kernels"))
+# How this process got its kernels: "cached" (verified from the cache), "compiled" (nvcc here).
+STATS = {"cached": 0, "compiled": 0}
+
+
+def use_cache_dir(path: str | Path) -> Path:
+    """Point this process (and the processes it starts) at another kernel build cache."""
+    global CACHE_DIR
+    CACHE_DIR = Path(path).expanduser().resolve()
+    os.environ["BIMASK_KERNEL_CACHE"] = str(CACHE_DIR)
+    return CACHE_DIR
+
+
+def stats_line() -> str:
+    return f"{STATS['cached']} kernels from the cache, {STATS['compiled']} compiled here"
 
 
 class CompileError(RuntimeError):
@@ -43,6 +58,30 @@ def nvcc_version() -> str:
     return out.strip().splitlines()[-1] if out else "unknown"
 
 
+@cache
+def toolchain() -> str:
+    """The toolchain part of a build's key: the CUDA release, e.g. "cuda-13.0".
+
+    What makes a cubin usable is its target (the arch, also in the key) and the CUDA release it
+    was built with (the driver it needs). Two nvcc builds of one release differ in their build
+    string ("Build cuda_13.0.r13.0/compiler.36424714_0") but emit cubins for the same target
+    and driver, so the build string is left out: a cache built on a login node is then used on
+    a compute node whose toolkit came from another installer of the same release. Without nvcc
+    the run side takes the CUDA release torch was built for: that is the driver's contract.
+    """
+    if nvcc_path():
+        out = subprocess.run([nvcc_path(), "--version"], capture_output=True, text=True).stdout
+        if found := re.search(r"release (\d+\.\d+)", out):
+            return f"cuda-{found.group(1)}"
+        return "cuda-unknown"
+    try:
+        import torch
+
+        return f"cuda-{torch.version.cuda}" if torch.version.cuda else "cuda-none"
+    except ImportError:
+        return "cuda-none"
+
+
 def _tool(name: str) -> str | None:
     """A CUDA binary tool from PATH, CUDA_HOME, or the nvidia-cuda-* wheels in site-packages."""
     if found := shutil.which(name):
@@ -63,7 +102,7 @@ def artifact_key(variant: KernelVariant, defines: dict, arch: str) -> dict:
         "source_hash": source_hash(variant),
         "defines": {k: str(v) for k, v in sorted(defines.items())},
         "arch": arch,
-        "toolchain": nvcc_version(),
+        "toolchain": toolchain(),
         "flags": "gencode-v2",
     }
 
@@ -118,26 +157,25 @@ def compile_variant(
             f"{variant.name} builds for {', '.join(variant.archs)} only, not {arch} "
             f"(it needs compute capability {variant.min_cc[0]}.{variant.min_cc[1]})"
         )
-    defines = {**variant.defines(config, dtype), **(extra or {})}
-    key = artifact_key(variant, defines, arch)
-    digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:24]
-    out = CACHE_DIR / f"{variant.name}-{arch}-{digest}.cubin"
+    out, key = cache_entry(variant, config, arch, dtype, extra)
     if out.exists():
         why = artifacts.problem(CACHE_DIR, out, key)
         if why is None:
+            STATS["cached"] += 1
             return Built(variant.name, arch, config, out, True)
         if not nvcc_path():
             raise CompileError(
                 f"kernel cache {CACHE_DIR}: refusing {out.name}: {why}; rebuild the cache with "
-                "'python -m kernels compile' on a host with nvcc (one you trust)"
+                "'python -m kernels build' on a host with nvcc (one you trust)"
             )
         warnings.warn(f"kernel cache: {why}; rebuilding it", stacklevel=2)
     if not nvcc_path():
         raise CompileError(
-            f"nvcc not found and {CACHE_DIR} holds no build of {variant.name} {config.to_json()} "
-            f"for {arch}: install the CUDA toolkit, set CUDA_HOME, or point BIMASK_KERNEL_CACHE "
-            "at a cache built for this run"
+            f"nvcc not found and {cache_problem(out, key)}: install the CUDA toolkit, set "
+            "CUDA_HOME, or point BIMASK_KERNEL_CACHE (--kernel-cache) at a cache built for this "
+            "run ('python -m kernels build')"
         )
+    defines = key["defines"]
     CACHE_DIR.mkdir(parents=True, exist_ok=True)
     tmp = out.with_suffix(f".{os.getpid()}.tmp")
     cmd = [
@@ -162,7 +200,40 @@ def compile_variant(
     out.with_suffix(".log").write_text(proc.stderr)
     tmp.replace(out)
     artifacts.record(CACHE_DIR, out, key)
+    STATS["compiled"] += 1
     return Built(variant.name, arch, config, out, False)
+
+
+def cache_entry(
+    variant: KernelVariant,
+    config: Config,
+    arch: str,
+    dtype: str = "bfloat16",
+    extra: dict | None = None,
+) -> tuple[Path, dict]:
+    """Where the cache keeps this build, and the key its manifest entry must carry."""
+    defines = {**variant.defines(config, dtype), **(extra or {})}
+    key = artifact_key(variant, defines, arch)
+    digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:24]
+    return CACHE_DIR / f"{variant.name}-{arch}-{digest}.cubin", key
+
+
+def cache_problem(path: Path, key: dict) -> str | None:
+    """Why the cache cannot serve this build (None when it can), naming any near miss."""
+    if path.exists():
+        return artifacts.problem(CACHE_DIR, path, key)
+    what = f"{key['variant']} {json.dumps(key['defines'], sort_keys=True)} for {key['arch']}"
+    try:
+        entries = artifacts.read_manifest(CACHE_DIR).values()
+    except artifacts.ArtifactError as err:
+        return f"{CACHE_DIR} holds no usable build of {what} ({err})"
+    same = ("variant", "defines", "arch")
+    for entry in entries:
+        other = entry["key"]
+        if all(other.get(k) == key[k] for k in same):
+            diff = [f"{k} {other.get(k)} != {key[k]}" for k in key if other.get(k) != key[k]]
+            return f"{CACHE_DIR} holds {what} only for another build ({'; '.join(diff)})"
+    return f"{CACHE_DIR} holds no build of {what}"
 
 
 def sass_instructions(cubin: Path) -> dict[str, int]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import torch
 
+from kernels.aot import gemm_extra
 from kernels.format import TILE, Compressed, check_sparse_pattern
 from kernels.launch import LAUNCHERS, arch_of, gemm_launch
 from kernels.registry import GEMM_FAMILIES, VARIANTS
@@ -129,8 +130,8 @@ def nm_gemm(
     if b.dtype != elem.dtype:
         raise TypeError(f"A is {elem.dtype} but B is {b.dtype}")
     split = config["SPLIT_K"]
-    f32 = out_dtype == torch.float32 or split > 1
-    extra = (("OUT_F32", int(f32)), ("TRANS_C", int(transpose_out)))  # split-K implies f32
+    extra = gemm_extra(config, out_dtype == torch.float32, transpose_out)
+    f32 = bool(extra[0][1])  # split-K implies a float32 output
     run = LAUNCHERS[launcher]
     fn = run.function(name, extra, config, dtype, _arch(elem))
     n = b.shape[0]

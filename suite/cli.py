@@ -1,4 +1,4 @@
-"""python -m suite: bench, tune, report, export, compare, baseline, devices."""
+"""python -m suite: bench, tune, report, export, compare, baseline, first-look, devices."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import argparse
 import json
 import os
 import sys
+import time
 from pathlib import Path
 
 import torch
@@ -228,6 +229,12 @@ def cmd_baseline(args) -> int:
     return 0
 
 
+def _first_look(args) -> int:
+    from suite.first_look import command
+
+    return command(args)
+
+
 def cmd_devices(args) -> int:
     print(json.dumps(capture("cpu"), indent=2))
     for i in range(torch.cuda.device_count()):
@@ -352,6 +359,24 @@ def parser() -> argparse.ArgumentParser:
     bl.add_argument("out")
     bl.add_argument("runs", nargs="+")
     bl.set_defaults(func=cmd_baseline)
+
+    f = sub.add_parser(
+        "first-look",
+        formatter_class=fmt,
+        help="a time-boxed first look at a GPU: correctness, headline GEMMs, tests, one archive",
+        epilog="example: python -m suite first-look\n"
+        "         python -m suite first-look --dry-run --for-device H100 --kernel-cache /tmp/kc",
+    )
+    f.add_argument(
+        "--out",
+        default=f"runs/first-look/{time.strftime('%Y%m%d-%H%M%S')}",
+        help="a new folder for the results (default runs/first-look/<date-time>)",
+    )
+    f.add_argument("--budget", type=float, default=360.0, help="seconds in all (default 360)")
+    f.add_argument("--kernel-cache", help="kernels built ahead of time (python -m kernels build)")
+    f.add_argument("--dry-run", action="store_true", help="print the plan; run nothing")
+    f.add_argument("--for-device", help="plan for this GPU (e.g. H100) instead of the local one")
+    f.set_defaults(func=_first_look)
 
     d = sub.add_parser("devices", help="show the device records and which backends run here")
     d.set_defaults(func=cmd_devices)

@@ -21,19 +21,10 @@ def cache(tmp_path, monkeypatch):
 def _planted(cache_dir, config=None):
     """A cubin placed where compile_variant looks for this config, recorded like a build does."""
     config = config or VARIANT.default()
-    defines = VARIANT.defines(config, "bfloat16")
-    key = build.artifact_key(VARIANT, defines, "sm_80")
-    path = _expected_path(cache_dir, key)
+    path, key = build.cache_entry(VARIANT, config, "sm_80")
     path.write_bytes(b"\x7fELF pretend cubin bytes")
     artifacts.record(cache_dir, path, key)
     return path, key
-
-
-def _expected_path(cache_dir, key):
-    import hashlib
-
-    digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:24]
-    return cache_dir / f"{VARIANT.name}-sm_80-{digest}.cubin"
 
 
 def test_a_recorded_artifact_is_used_without_a_compiler(cache):
@@ -69,8 +60,7 @@ def test_a_truncated_artifact_is_refused(cache):
 
 def test_an_artifact_missing_from_the_manifest_is_refused(cache):
     config = VARIANT.default()
-    key = build.artifact_key(VARIANT, VARIANT.defines(config, "bfloat16"), "sm_80")
-    _expected_path(cache, key).write_bytes(b"dropped in by hand")
+    build.cache_entry(VARIANT, config, "sm_80")[0].write_bytes(b"dropped in by hand")
     with pytest.raises(build.CompileError, match="not listed in"):
         build.compile_variant(VARIANT, config, "sm_80")
 
@@ -118,3 +108,34 @@ def test_a_changed_cubin_is_rebuilt_where_nvcc_exists(tmp_path, monkeypatch):
     with pytest.warns(UserWarning, match="rebuilding"):
         again = build.compile_variant(VARIANT, VARIANT.default(), "sm_80")
     assert not again.cached and again.cubin.read_bytes() == good
+
+
+def test_a_build_of_another_cuda_release_is_never_used_and_named(cache, monkeypatch):
+    _planted(cache)
+    monkeypatch.setattr(build, "toolchain", lambda: "cuda-12.8")
+    with pytest.raises(
+        build.CompileError, match="toolchain cuda-13.0 != cuda-12.8|only for another"
+    ):
+        build.compile_variant(VARIANT, VARIANT.default(), "sm_80")
+
+
+def test_nvcc_builds_of_one_release_share_a_key(monkeypatch):
+    """Only the CUDA release reaches the key, not nvcc's build string."""
+    build.toolchain.cache_clear()
+    outputs = iter(
+        [
+            "Cuda compilation tools, release 13.0, V13.0.88\nBuild cuda_13.0.r13.0/compiler.1_0",
+            "Cuda compilation tools, release 13.0, V13.0.48\nBuild cuda_13.0.r13.0/compiler.2_0",
+            "Cuda compilation tools, release 13.1, V13.1.20\nBuild cuda_13.1.r13.1/compiler.3_0",
+        ]
+    )
+    monkeypatch.setattr(build, "nvcc_path", lambda: "/fake/nvcc")
+    monkeypatch.setattr(
+        build.subprocess, "run", lambda *a, **k: type("P", (), {"stdout": next(outputs)})
+    )
+    seen = []
+    for _ in range(3):
+        build.toolchain.cache_clear()
+        seen.append(build.toolchain())
+    build.toolchain.cache_clear()
+    assert seen == ["cuda-13.0", "cuda-13.0", "cuda-13.1"]

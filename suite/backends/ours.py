@@ -17,6 +17,7 @@ from functools import partial
 import torch
 
 from kernels import compress
+from kernels.aot import QUICK_TUNABLES
 from kernels.build import nvcc_version, source_hash
 from kernels.ops import nm_gemm
 from kernels.registry import GEMM_FAMILIES, VARIANTS
@@ -27,32 +28,6 @@ from suite.space import Config, SearchSpace
 
 def _available(name: str) -> str | None:
     return VARIANTS[name].is_available()
-
-
-# A handful of configs per family for a time-bounded first look (``suite bench --space quick``):
-# big tiles for big GEMMs, one smaller, the dense twin also with a wgmma group in flight.
-QUICK_TUNABLES = {
-    "sm80": {
-        "BLOCK_M": (128, 256),
-        "BLOCK_N": (128,),
-        "BLOCK_K": (64,),
-        "WARPS_M": (2, 4),
-        "WARPS_N": (2,),
-        "STAGES": (3, 4),
-        "SMEM_PAD": (8,),
-        "SPLIT_K": (1,),
-    },
-    "sm90": {
-        "BLOCK_M": (128, 256),
-        "BLOCK_N": (128, 256),
-        "BLOCK_K": (64,),
-        "WARPGROUPS": (2,),
-        "STAGES": (4,),
-        "INFLIGHT": (0, 1),
-        "SMEM_PAD": (1,),
-        "SPLIT_K": (1,),
-    },
-}
 
 
 def _space(name: str, problem, tunables: dict | None = None) -> SearchSpace:
