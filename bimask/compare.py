@@ -277,6 +277,10 @@ def _run(args, argv) -> int:
         run = args.run or src.stem
         out = Path(args.out) if args.out else src.parent
         names = [f"{run}.png", f"{run}.md"]  # the input CSVs are read, never rewritten
+        df = read_results(src, NEEDED, "bimask.compare results file")
+        curves_csv = src.with_name(f"{src.stem}_curves.csv")
+        if curves_csv.is_file():
+            curves = read_results(curves_csv, CURVE_COLUMNS, "bimask.compare curves file")
     else:
         out = Path(args.out or "results/accuracy")
         names = [f"{run}.csv", f"{run}_curves.csv", f"{run}.png", f"{run}.md"]
@@ -290,12 +294,7 @@ def _run(args, argv) -> int:
             f"{', '.join(existing)} in {out} exist and would be overwritten; pass --force to "
             "replace them (or choose another --out / --run)"
         )
-    if args.report_only:
-        df = read_results(src, NEEDED, "bimask.compare results file")
-        curves_csv = src.with_name(f"{src.stem}_curves.csv")
-        if curves_csv.is_file():
-            curves = read_results(curves_csv, CURVE_COLUMNS, "bimask.compare curves file")
-    else:
+    if not args.report_only:
         check_output_dir(args.work_dir, "--work-dir")
         t0 = time.perf_counter()
         df, curves = run_grid(args, Path(args.work_dir) / run)

@@ -120,9 +120,9 @@ def partial_note(meta: dict) -> str | None:
     """The line a report of a partial merge opens with (None for a complete run)."""
     if not meta.get("partial"):
         return None
-    missing = ", ".join(meta.get("missing_shards") or []) or "?"
+    missing = meta.get("missing_shards") or []
     return (
-        f"**PARTIAL RUN: shard(s) {missing} missing; these results cover "
-        f"{meta.get('shards', '?')} shards minus those, so best configs and speed-ups may be "
-        "incomplete.**"
+        f"**PARTIAL RUN: {len(missing)} of {meta.get('shards', '?')} shards missing "
+        f"({', '.join(missing)}); best configs and speed-ups cover only the shards that are "
+        "done.**"
     )

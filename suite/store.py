@@ -103,6 +103,14 @@ def save(df: pd.DataFrame, out_dir: str | Path, meta: dict) -> Path:
     return csv
 
 
+def _as_int(value):
+    """1, 1.0 and "1" as the int 1; anything else as it is."""
+    try:
+        return int(value) if float(value).is_integer() else value
+    except (TypeError, ValueError):
+        return value
+
+
 def _check_schema(version, where: Path) -> None:
     if version not in KNOWN_SCHEMAS:
         raise ValueError(
@@ -125,7 +133,7 @@ def load_meta(csv: Path) -> dict:
     if not isinstance(meta, dict):
         raise ValueError(f"{sidecar} is not a results sidecar (a JSON object expected)")
     if "schema_version" in meta:
-        _check_schema(meta["schema_version"], sidecar)
+        _check_schema(_as_int(meta["schema_version"]), sidecar)
     return meta
 
 
@@ -144,7 +152,7 @@ def load(path: str | Path) -> tuple[pd.DataFrame, dict]:
         raise ValueError(f"{csv} is not a results file: missing columns {missing}")
     if "schema_version" in df:
         for version in df.schema_version.dropna().unique():
-            _check_schema(int(version) if float(version).is_integer() else version, csv)
+            _check_schema(_as_int(version), csv)
     meta = load_meta(csv)
     for col in KEYS:
         if col not in df:

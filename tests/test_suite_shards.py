@@ -62,7 +62,7 @@ def test_a_missing_shard_is_named_and_refused_then_merged_when_it_arrives(tmp_pa
     df, meta = store.load(run)
     assert meta["partial"] is True and meta["missing_shards"] == ["1/2"]
     head = (run / "report.md").read_text().splitlines()[:3]
-    assert "PARTIAL" in head[0] and "1/2 missing" in head[2]
+    assert "PARTIAL" in head[0] and "1 of 2 shards missing (1/2)" in head[2]
 
     _shard(run, 1, 2, DENSE)  # the late shard
     assert main(["report", str(run)]) == 0
