@@ -1,9 +1,11 @@
 # make test   - CPU test suite (GPU tests are skipped with a reason where there is no GPU)
-# make bench  - the benchmark tier for this machine; results and report under results/
-#               (BENCH_ARGS="--space quick --patterns 2:4" etc. are passed to suite bench)
+# make bench  - the benchmark tier for this machine; results and report under runs/bench/<tier>
+#               (git-ignored; the committed reference results are in results/reference/bench/).
+#               Resumes a killed run; FRESH=1 starts afresh. BENCH_ARGS="--space quick
+#               --patterns 2:4" etc. are passed to suite bench.
 SHELL := /bin/bash
 PY = $(shell scripts/ensure-env.sh)
-BENCH_OUT ?= results/bench
+BENCH_OUT ?= runs/bench
 TIER = $(shell $(PY) -c "import torch; print('gpu' if torch.cuda.is_available() else 'cpu')")
 
 .PHONY: install test bench bench-ci lint format clean compare-masks first-look
@@ -15,10 +17,9 @@ test:
 	$(PY) -m pytest -q
 
 bench:
-	mkdir -p $(BENCH_OUT)
-	@# a fresh cache each time (resume a killed run with: python -m suite bench --out DIR)
-	rm -f $(BENCH_OUT)/$(TIER)/cache.jsonl
-	$(PY) -m suite bench --tier auto --out $(BENCH_OUT)/$(TIER) $(BENCH_ARGS)
+	@# resumes from $(BENCH_OUT)/$(TIER)/cache.jsonl when a run was killed; FRESH=1 starts afresh
+	@# (suite bench checks every argument first, then moves the old cache aside, never deletes it)
+	$(PY) -m suite bench --tier auto --out $(BENCH_OUT)/$(TIER) $(if $(FRESH),--fresh) $(BENCH_ARGS)
 	$(PY) -m pytest -q benchmarks --benchmark-only --benchmark-columns=min,median,iqr,rounds \
 		--benchmark-json=$(BENCH_OUT)/pytest-benchmark-$(TIER).json -s
 

@@ -4,7 +4,9 @@ Examples:
   python -m bimask.compare --quick                 # CPU-sized profile (< 20 min on 2 cores)
   python -m bimask.compare --model cnn --epochs 30 --seeds 3 --out results/accuracy
 
-Writes OUT/<run>.csv (one row per training run), OUT/<run>.md (the report) and OUT/<run>.png.
+Writes OUT/<run>.csv (one row per training run), OUT/<run>_curves.csv, OUT/<run>.md (the
+report) and OUT/<run>.png; --report-only rebuilds <run>.md and <run>.png beside the CSV (or in
+--out). An existing output file is never replaced without --force.
 """
 
 from __future__ import annotations
@@ -18,6 +20,13 @@ from pathlib import Path
 import pandas as pd
 from tabulate import tabulate
 
+from bimask.outputs import (
+    atomic_path,
+    atomic_write_text,
+    check_input_file,
+    check_output_dir,
+    check_output_file,
+)
 from bimask.train.config import TrainConfig
 from bimask.train.loop import train
 
@@ -167,8 +176,11 @@ def plot(
     ax.set_ylabel("test top-1 (%)")
     ax.legend()
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    try:
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, dpi=110)
+    finally:
+        plt.close(fig)
 
 
 def report(df: pd.DataFrame, run: str, out: Path, command: str) -> str:
@@ -219,34 +231,83 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seeds", type=int, default=3)
     p.add_argument("--epochs", type=int)
     p.add_argument("--device", default="auto")
-    p.add_argument("--out", default="results/accuracy")
+    p.add_argument(
+        "--out",
+        help="output folder (default: results/accuracy; with --report-only, the CSV's folder)",
+    )
     p.add_argument("--run", help="run name (default: <model>-<profile>-<date>)")
     p.add_argument("--work-dir", default="runs/compare", help="per-run checkpoints and logs")
     p.add_argument("--report-only", metavar="CSV", help="rebuild the report from a results CSV")
+    p.add_argument("--force", action="store_true", help="replace output files that exist")
     args = p.parse_args(argv)
-    out = Path(args.out)
+    try:
+        return _run(args, argv)
+    except (ValueError, FileNotFoundError, RuntimeError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+
+
+# the columns report() needs of a results CSV, and plot() of a curves CSV
+NEEDED = ["model", "dataset", "method", "pattern", "seed", "epochs", "final_test_top1",
+          "bwd_kept_frac", "mask_overhead_frac", "device"]  # fmt: skip
+CURVE_COLUMNS = ["method", "pattern", "seed", "epoch", "train_loss", "test_top1"]
+
+
+def read_results(path: Path, needed: list[str], what: str) -> pd.DataFrame:
+    """Read a CSV this command wrote; a clear ``ValueError`` when it is not one."""
+    try:
+        df = pd.read_csv(path)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as err:
+        raise ValueError(f"{path} is not a {what} ({err})") from None
+    if missing := [c for c in needed if c not in df]:
+        raise ValueError(
+            f"{path} is not a {what}: missing columns {missing}; give a CSV that "
+            "python -m bimask.compare wrote"
+        )
+    if df.empty:
+        raise ValueError(f"{path} is a {what} without rows; nothing to report")
+    return df
+
+
+def _run(args, argv) -> int:
     run = args.run or f"{args.model}-{'quick' if args.quick else 'full'}-{time.strftime('%Y%m%d')}"
     curves = None
     if args.report_only:
-        df = pd.read_csv(args.report_only)
-        run = args.run or Path(args.report_only).stem
-        curves_csv = Path(args.report_only).with_name(f"{run}_curves.csv")
-        curves = pd.read_csv(curves_csv) if curves_csv.is_file() else None
+        src = check_input_file(args.report_only, "--report-only")
+        run = args.run or src.stem
+        out = Path(args.out) if args.out else src.parent
+        names = [f"{run}.png", f"{run}.md"]  # the input CSVs are read, never rewritten
+        df = read_results(src, NEEDED, "bimask.compare results file")
+        curves_csv = src.with_name(f"{src.stem}_curves.csv")
+        if curves_csv.is_file():
+            curves = read_results(curves_csv, CURVE_COLUMNS, "bimask.compare curves file")
     else:
-        try:
-            t0 = time.perf_counter()
-            df, curves = run_grid(args, Path(args.work_dir) / run)
-            print(f"grid wall time: {time.perf_counter() - t0:.0f} s", file=sys.stderr)
-        except (ValueError, FileNotFoundError, RuntimeError) as err:
-            print(f"error: {err}", file=sys.stderr)
-            return 2
+        out = Path(args.out or "results/accuracy")
+        names = [f"{run}.csv", f"{run}_curves.csv", f"{run}.png", f"{run}.md"]
+    if Path(run).name != run or run in ("", ".", ".."):
+        raise ValueError(f"--run {run!r} must be a plain name, not a path")
+    check_output_dir(out, "--out")
+    for name in names:
+        check_output_file(out / name, "output", make_parents=True)
+    if not args.force and (existing := [n for n in names if (out / n).exists()]):
+        raise ValueError(
+            f"{', '.join(existing)} in {out} exist and would be overwritten; pass --force to "
+            "replace them (or choose another --out / --run)"
+        )
+    if not args.report_only:
+        check_output_dir(args.work_dir, "--work-dir")
+        t0 = time.perf_counter()
+        df, curves = run_grid(args, Path(args.work_dir) / run)
+        print(f"grid wall time: {time.perf_counter() - t0:.0f} s", file=sys.stderr)
     out.mkdir(parents=True, exist_ok=True)
-    df.to_csv(out / f"{run}.csv", index=False)
-    if curves is not None:
-        curves.to_csv(out / f"{run}_curves.csv", index=False)
+    if not args.report_only:
+        with atomic_path(out / f"{run}.csv") as tmp:
+            df.to_csv(tmp, index=False)
+        with atomic_path(out / f"{run}_curves.csv") as tmp:
+            curves.to_csv(tmp, index=False)
     plot(df, summarize(df), out / f"{run}.png", curves)
     text = report(df, run, out, "python -m bimask.compare " + " ".join(argv or sys.argv[1:]))
-    (out / f"{run}.md").write_text(text)
+    atomic_write_text(out / f"{run}.md", text)
     print(text)
     return 0
 

@@ -12,7 +12,8 @@ from pathlib import Path
 import torch
 
 from bimask import PERMUTATIONS
-from suite import store
+from bimask.outputs import check_input_file, check_output_dir, check_output_file
+from suite import run_folder, shards, store
 from suite.backends import BACKENDS, available_backends, get_backend
 from suite.cache import CacheMismatchError, ResultCache
 from suite.device import capture, fingerprint
@@ -48,6 +49,7 @@ def _shard(text: str | None) -> tuple[int, int]:
 
 
 def cmd_bench(args) -> int:
+    run_folder.check(args.out, args.cache)
     tier = args.tier
     if tier == "auto":
         tier = "gpu" if torch.cuda.is_available() else "cpu"
@@ -92,7 +94,10 @@ def cmd_bench(args) -> int:
     shard = _shard(args.shard)
     out = Path(args.out)
     out_shard = out / f"shard-{shard[0]}" if shard[1] > 1 else out
-    cache = ResultCache(args.cache or out_shard / "cache.jsonl", fingerprint(device))
+    cache_path = Path(args.cache) if args.cache else out_shard / "cache.jsonl"
+    if args.fresh and (aside := run_folder.move_aside(cache_path)):
+        print(f"--fresh: moved the old cache to {aside}", file=sys.stderr)
+    cache = ResultCache(cache_path, fingerprint(device))
     before = capture(device)
     df = run_sweep(spec, cache, shard, progress=not args.no_progress)
     meta = {
@@ -120,8 +125,7 @@ def cmd_bench(args) -> int:
                 f"'python -m suite report {out}' once every shard is done"
             )
             return 0
-        shards = sorted(out.glob("shard-*"))
-        store.merge_runs(shards, out, meta)
+        shards.merge_shards(out)
         df, meta = store.load(out)
     from suite.report import write_report
 
@@ -145,7 +149,10 @@ def cmd_tune(args) -> int:
         "cli",
     )
     settings = TuneSettings(args.strategy, args.max_evals, args.max_seconds, args.seed)
+    if args.cache:
+        check_output_file(args.cache, "--cache", make_parents=True)
     if args.simulate:
+        check_input_file(args.simulate, "--simulate")
         cache = ResultCache(args.simulate, None, replay=True)
         from suite.simulate import simulated_tune
 
@@ -169,11 +176,14 @@ def cmd_report(args) -> int:
     from suite.report import write_report
 
     run = Path(args.run)
-    shards = sorted(run.glob("shard-*"))
-    if shards and not (run / "results.csv").exists():
-        store.merge_runs(shards, run, store.load(shards[0])[1])
+    out = run if run.is_dir() else run.parent
+    check_output_dir(out, "the run folder")
+    if run.is_dir() and shards.shard_dirs(run):
+        shards.merge_shards(run, partial=args.partial)
     df, meta = store.load(run)
-    print(write_report(df, meta, run if run.is_dir() else run.parent))
+    if note := shards.partial_note(meta):
+        print(note.strip("*"), file=sys.stderr)
+    print(write_report(df, meta, out))
     return 0
 
 
@@ -181,6 +191,7 @@ def cmd_export(args) -> int:
     from suite.export import write
     from suite.report import best_table
 
+    check_output_file(args.out, "--out")
     df, _ = store.load(args.run)
     table = best_table(df) if args.best else df
     print(write(table, args.out, args.format))
@@ -217,6 +228,7 @@ def cmd_compare(args) -> int:
 
 
 def cmd_baseline(args) -> int:
+    check_output_dir(args.out, "OUT")
     runs = [Path(r) for r in args.runs]
     df = store.median_of_runs(runs)
     meta = store.load(runs[0])[1]
@@ -264,8 +276,16 @@ def parser() -> argparse.ArgumentParser:
     )
     b.add_argument("--tier", choices=["auto", "cpu", "gpu"], default="auto")
     b.add_argument("--quick", action="store_true", help="the < 1 minute profile")
-    b.add_argument("--out", default="results/bench/latest")
-    b.add_argument("--cache", help="cache file (default OUT/cache.jsonl); resumes a killed run")
+    b.add_argument("--out", default="runs/bench/latest")
+    b.add_argument(
+        "--cache", help="cache file (default OUT/cache.jsonl); a run resumes from it by default"
+    )
+    b.add_argument(
+        "--fresh",
+        action="store_true",
+        help="start afresh: move the old cache aside (to CACHE.old-<time>) once the arguments "
+        "are checked",
+    )
     b.add_argument("--shapes", help="a shapes TOML file (default: suite/shapes/benchmark.toml)")
     b.add_argument("--patterns", nargs="+")
     b.add_argument("--backends", nargs="+", help="restrict to these backends")
@@ -317,15 +337,22 @@ def parser() -> argparse.ArgumentParser:
     r = sub.add_parser(
         "report",
         help="(re)write report.md of a run (merges shards)",
-        epilog="example: python -m suite report results/bench/latest",
+        epilog="example: python -m suite report runs/bench/latest\n"
+        "         python -m suite report runs/b --partial    # while shards are missing",
+        formatter_class=fmt,
     )
     r.add_argument("run")
+    r.add_argument(
+        "--partial",
+        action="store_true",
+        help="report the shards that are done when some are missing (labelled partial)",
+    )
     r.set_defaults(func=cmd_report)
 
     e = sub.add_parser(
         "export",
         help="export a run as csv / md / latex / html",
-        epilog="example: python -m suite export results/bench/latest --best --out best.tex",
+        epilog="example: python -m suite export runs/bench/latest --best --out best.tex",
     )
     e.add_argument("run")
     e.add_argument("--out", required=True)

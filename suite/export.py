@@ -7,6 +7,8 @@ from pathlib import Path
 import pandas as pd
 from tabulate import tabulate
 
+from bimask.outputs import atomic_path, atomic_write_text
+
 FORMATS = {"csv": ".csv", "md": ".md", "latex": ".tex", "html": ".html"}
 
 
@@ -28,10 +30,7 @@ def write(df: pd.DataFrame, path: str | Path, fmt: str | None = None) -> Path:
     if fmt is None:
         raise ValueError(f"cannot tell the format of {path}; use --format {sorted(FORMATS)}")
     text = render(df, fmt)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text if text.endswith("\n") else text + "\n")
-    tmp.replace(path)
-    return path
+    return atomic_write_text(path, text if text.endswith("\n") else text + "\n")
 
 
 def _barh(pivot: pd.DataFrame, xlabel: str, path: Path) -> Path | None:
@@ -48,8 +47,11 @@ def _barh(pivot: pd.DataFrame, xlabel: str, path: Path) -> Path | None:
     ax.legend(loc="center left", bbox_to_anchor=(1.0, 0.5))
     ax.set_xlabel(xlabel)
     ax.figure.tight_layout()
-    ax.figure.savefig(path, dpi=110)
-    plt.close(ax.figure)
+    try:
+        with atomic_path(path) as tmp:
+            ax.figure.savefig(tmp, dpi=110)
+    finally:
+        plt.close(ax.figure)
     return path
 
 

@@ -7,7 +7,9 @@ from pathlib import Path
 import pandas as pd
 from tabulate import tabulate
 
+from bimask.outputs import atomic_write_text
 from suite.export import plot_speedups, plot_step
+from suite.shards import partial_note
 from suite.step_view import step_view
 from suite.sweep import best_rows
 
@@ -148,11 +150,15 @@ def write_report(df: pd.DataFrame, meta: dict, out_dir: str | Path, perm_every: 
     dev = meta.get("device_before", {})
     n_throttled = int(df["throttled"].fillna(False).astype(bool).sum()) if "throttled" in df else 0
     lines = [
-        f"# Sparse GEMM sweep: {meta.get('tier', '?')} tier",
+        f"# Sparse GEMM sweep: {meta.get('tier', '?')} tier"
+        + (" (PARTIAL)" if meta.get("partial") else ""),
         "",
+        *([note, ""] if (note := partial_note(meta)) else []),
         f"- device: `{dev.get('name', '?')}` ({dev.get('kind', '?')}), driver "
         f"`{dev.get('driver', '?')}`; throttled rows: {n_throttled}",
-        f"- commit `{meta.get('git_commit', '?')}`, {meta.get('timestamp', '?')}",
+        f"- commit `{meta.get('git_commit', '?')}`"
+        + (" (with uncommitted changes)" if meta.get("git_dirty") else "")
+        + f", {meta.get('timestamp', '?')}",
         f"- command: `{meta.get('command', '?')}`",
         f"- rows: {len(df)} ({int((df.status == 'ok').sum())} ok, {len(failures)} failed)",
         "",
@@ -194,6 +200,4 @@ def write_report(df: pd.DataFrame, meta: dict, out_dir: str | Path, perm_every: 
         "",
     ]
     lines += [f"![{p}]({p})" for p in plots]
-    path = out / "report.md"
-    path.write_text("\n".join(lines) + "\n")
-    return path
+    return atomic_write_text(out / "report.md", "\n".join(lines) + "\n")

@@ -13,7 +13,10 @@ from pathlib import Path
 
 import pandas as pd
 
+from bimask.outputs import atomic_path, atomic_write_text
+
 SCHEMA_VERSION = 1
+KNOWN_SCHEMAS = {1}  # the versions load() can read
 # The contract: every results CSV has at least these columns.
 REQUIRED = [
     "op",
@@ -36,33 +39,40 @@ REQUIRED = [
 KEYS = ["op", "layer", "backend", "pass", "pattern", "perm", "m", "n", "k", "dtype", "config"]
 
 
-def git_commit(cwd: Path | None = None) -> str:
+def _git(args: list[str], cwd: Path | None) -> str | None:
     try:
         out = subprocess.run(
-            ["git", "rev-parse", "HEAD"],
+            ["git", *args],
             capture_output=True,
             text=True,
             cwd=cwd or Path(__file__).parent,
             timeout=10,
         )
-        dirty = subprocess.run(
-            ["git", "status", "--porcelain", "-uno"],
-            capture_output=True,
-            text=True,
-            cwd=cwd or Path(__file__).parent,
-            timeout=10,
-        )
-        return out.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "") or "unknown"
     except (OSError, subprocess.SubprocessError):
-        return "unknown"
+        return None
+    return out.stdout.strip() if out.returncode == 0 else None
+
+
+def git_commit(cwd: Path | None = None) -> str:
+    """The commit the code ran from (the id only; see :func:`git_dirty`)."""
+    return _git(["rev-parse", "HEAD"], cwd) or "unknown"
+
+
+def git_dirty(cwd: Path | None = None) -> bool | None:
+    """Whether tracked files differ from that commit (None where git cannot tell)."""
+    status = _git(["status", "--porcelain", "-uno"], cwd)
+    return None if status is None else bool(status)
 
 
 def add_speedups(df: pd.DataFrame) -> pd.DataFrame:
-    """speedup_vs_dense = best median of the dense baseline on the same problem / this median."""
+    """speedup_vs_dense = best median of the dense baseline on the same problem / this median.
+
+    Run it on a whole run's rows: after merging shards the baseline may sit in another shard.
+    """
     df = df.copy()
     if "baseline" not in df:
         df["baseline"] = False
-    ok = df[(df.status == "ok") & df.baseline.astype(bool)]
+    ok = df[(df.status == "ok") & df.baseline.fillna(False).astype(bool)]
     shape = ["layer", "pass", "pattern", "perm", "m", "n", "k", "dtype", "device"]
     base = ok.groupby(shape, dropna=False).median_ms.min().rename("dense_ms").reset_index()
     df = df.drop(columns=[c for c in ("dense_ms",) if c in df]).merge(base, on=shape, how="left")
@@ -71,7 +81,7 @@ def add_speedups(df: pd.DataFrame) -> pd.DataFrame:
 
 
 def save(df: pd.DataFrame, out_dir: str | Path, meta: dict) -> Path:
-    """Write results.csv and results.json atomically; returns the CSV path."""
+    """Write results.csv and results.json, each atomically; returns the CSV path."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     for col in REQUIRED:
@@ -80,18 +90,51 @@ def save(df: pd.DataFrame, out_dir: str | Path, meta: dict) -> Path:
     sidecar = {
         "schema_version": SCHEMA_VERSION,
         "git_commit": git_commit(),
+        "git_dirty": git_dirty(),
         "timestamp": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "command": " ".join(sys.argv),
         **meta,
     }
     csv, js = out / "results.csv", out / "results.json"
-    df.assign(schema_version=SCHEMA_VERSION, git_commit=sidecar["git_commit"]).to_csv(
-        csv.with_suffix(".csv.tmp"), index=False
-    )
-    js.with_suffix(".json.tmp").write_text(json.dumps(sidecar, indent=2, default=str))
-    csv.with_suffix(".csv.tmp").replace(csv)
-    js.with_suffix(".json.tmp").replace(js)
+    rows = df.assign(schema_version=SCHEMA_VERSION, git_commit=sidecar["git_commit"])
+    with atomic_path(csv) as tmp:
+        rows.to_csv(tmp, index=False)
+    atomic_write_text(js, json.dumps(sidecar, indent=2, default=str))
     return csv
+
+
+def _as_int(value):
+    """1, 1.0 and "1" as the int 1; anything else as it is."""
+    try:
+        return int(value) if float(value).is_integer() else value
+    except (TypeError, ValueError):
+        return value
+
+
+def _check_schema(version, where: Path) -> None:
+    if version not in KNOWN_SCHEMAS:
+        raise ValueError(
+            f"{where} has schema_version {version!r}, which this suite does not know "
+            f"(it reads {sorted(KNOWN_SCHEMAS)}); use the suite version that wrote it"
+        )
+
+
+def load_meta(csv: Path) -> dict:
+    """The JSON sidecar of a results CSV ({} where there is none)."""
+    sidecar = csv.with_suffix(".json")
+    if not sidecar.is_file():
+        return {}
+    try:
+        meta = json.loads(sidecar.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise ValueError(
+            f"{sidecar} is not valid JSON ({err}); restore it or delete it to load the CSV alone"
+        ) from None
+    if not isinstance(meta, dict):
+        raise ValueError(f"{sidecar} is not a results sidecar (a JSON object expected)")
+    if "schema_version" in meta:
+        _check_schema(_as_int(meta["schema_version"]), sidecar)
+    return meta
 
 
 def load(path: str | Path) -> tuple[pd.DataFrame, dict]:
@@ -100,12 +143,17 @@ def load(path: str | Path) -> tuple[pd.DataFrame, dict]:
     csv = path / "results.csv" if path.is_dir() else path
     if not csv.is_file():
         raise FileNotFoundError(f"no results CSV at {csv}")
-    df = pd.read_csv(csv, keep_default_na=True)
+    try:
+        df = pd.read_csv(csv, keep_default_na=True)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as err:
+        raise ValueError(f"{csv} is not a results CSV: {err}") from None
     missing = [c for c in REQUIRED if c not in df]
     if missing:
         raise ValueError(f"{csv} is not a results file: missing columns {missing}")
-    sidecar = csv.with_suffix(".json")
-    meta = json.loads(sidecar.read_text()) if sidecar.is_file() else {}
+    if "schema_version" in df:
+        for version in df.schema_version.dropna().unique():
+            _check_schema(_as_int(version), csv)
+    meta = load_meta(csv)
     for col in KEYS:
         if col not in df:
             df[col] = "-"
@@ -120,9 +168,14 @@ def join(base: pd.DataFrame, new: pd.DataFrame) -> pd.DataFrame:
 
 
 def merge_runs(dirs: list[Path], out_dir: Path, meta: dict) -> Path:
-    """Merge shard outputs into one run (the torchrun / --shard mode)."""
+    """Merge run outputs into one run; speed-ups are recomputed on the merged rows (a shard
+    may hold the sparse backends and another the dense baseline). For shards use
+    :func:`suite.shards.merge_shards`, which checks that every shard is there first."""
     frames = [load(d)[0] for d in dirs]
-    return save(pd.concat(frames, ignore_index=True), out_dir, meta)
+    rows = pd.concat(frames, ignore_index=True)
+    if len(rows) and "baseline" in rows:
+        rows = add_speedups(rows)
+    return save(rows, out_dir, meta)
 
 
 def median_of_runs(dirs: list[Path]) -> pd.DataFrame:

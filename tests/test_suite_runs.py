@@ -203,17 +203,27 @@ def test_join_two_runs_is_one_call():
 
 
 def test_shards_merge_into_one_run(tmp_path, shapes):
-    for i in range(2):
-        assert main(_bench(tmp_path / "sharded", shapes, "--shard", f"{i}/2")[3:]) == 0
-    assert main(["report", str(tmp_path / "sharded")]) == 0
-    merged, _ = store.load(tmp_path / "sharded")
-    single = [main(_bench(tmp_path / "single", shapes)[3:])]
+    assert main(_bench(tmp_path / "single", shapes)[3:]) == 0
     whole, _ = store.load(tmp_path / "single")
-    assert single == [0] and len(merged) == len(whole)
+    cache = str(tmp_path / "single" / "cache.jsonl")  # replays the single run's timings
+    for i in range(2):
+        args = _bench(tmp_path / "sharded", shapes, "--shard", f"{i}/2", "--cache", cache)
+        assert main(args[3:]) == 0
+    assert main(["report", str(tmp_path / "sharded")]) == 0
+    merged, meta = store.load(tmp_path / "sharded")
+    assert len(merged) == len(whole) and meta["partial"] is False
+    assert set(merged.columns) == set(whole.columns)
     key = ["op", "layer", "backend", "pass", "pattern", "perm", "m", "n", "k", "config"]
-    assert sorted(map(tuple, merged[key].astype(str).values)) == sorted(
-        map(tuple, whole[key].astype(str).values)
+    a, b = (
+        df.assign(_k=df[key].astype(str).agg("|".join, axis=1)).set_index("_k").sort_index()
+        for df in (merged, whole)
     )
+    assert a.index.tolist() == b.index.tolist()
+    pd.testing.assert_series_equal(a.speedup_vs_dense, b.speedup_vs_dense)  # every backend's
+    assert a.speedup_vs_dense.notna().sum() > 0
+    assert {p.name for p in (tmp_path / "sharded").glob("*.png")} == {
+        p.name for p in (tmp_path / "single").glob("*.png")
+    }
 
 
 def test_best_only_and_geomean_gate_tolerate_drift_but_not_a_broad_slowdown():

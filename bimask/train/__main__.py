@@ -16,6 +16,7 @@ from bimask.data import DataMissingError
 from bimask.data.idx import IdxError
 from bimask.methods import METHODS
 from bimask.models import MODELS
+from bimask.outputs import check_output_dir
 from bimask.patterns import NMPattern
 from bimask.permutations import PERMUTATIONS
 from bimask.train.config import TrainConfig
@@ -71,6 +72,7 @@ def main(argv: list[str] | None = None) -> int:
         for name in ("epochs", "batch_size", "perm_every", "candidates"):
             if getattr(args, name) < 1:
                 raise ValueError(f"--{name.replace('_', '-')} must be >= 1")
+        check_output_dir(args.out, "--out")
         cfg = TrainConfig(**vars(args))
         train(cfg)
     except (ValueError, DataMissingError, IdxError, RuntimeError) as err:

@@ -17,6 +17,7 @@ from tqdm import tqdm
 from bimask.data import load_dataset
 from bimask.machine import describe
 from bimask.models import DEFAULT_OPTIMIZER, build_model
+from bimask.outputs import atomic_write_text
 from bimask.sparsify import sparsify
 from bimask.train import probes
 from bimask.train.checkpoint import (
@@ -242,7 +243,5 @@ def _summary(cfg, history, decisions, device, info, out: Path) -> dict:
         "config": cfg.to_dict(),
     }
     if info.is_main:
-        tmp = out / "summary.json.tmp"
-        tmp.write_text(json.dumps(summary, indent=2))
-        tmp.replace(out / "summary.json")
+        atomic_write_text(out / "summary.json", json.dumps(summary, indent=2))
     return summary
