@@ -95,6 +95,8 @@ def measurement_problem(row: object) -> str | None:
         config = None
     if not isinstance(config, dict):
         return "its row's config is not a JSON object string"
+    if not all(isinstance(v, (str, int, float, bool)) for v in config.values()):
+        return "its row's config has a value that is not a string or a number"
     if bad := [f for f in _OPTIONAL_NUMBERS if not _number(row.get(f))]:
         return f"its row's {bad} are not numbers"
     if bad := [f for f in _OPTIONAL_STRINGS if not isinstance(row.get(f, ""), str)]:

@@ -125,6 +125,7 @@ def _bad_lines() -> dict[str, str]:
         "key not an object": _line({**good, "key": "i=5"}),
         "median not a number": _line({**good, "row": {**good["row"], "median_ms": "fast"}}),
         "config not JSON": _line({**good, "row": {**good["row"], "config": "tile=64"}}),
+        "config not flat": _line({**good, "row": {**good["row"], "config": '{"t":{"x":1}}'}}),
         "hash of another key": _line({**good, "key": {"i": 6}}),
         "second header": _header(HERE),
         "a list": "[1, 2]\n",
