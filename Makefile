@@ -37,8 +37,9 @@ bench-ci:
 		--benchmark-compare-fail=min:50%
 	rm -rf $(BENCH_OUT)/ci-quick
 	$(PY) -m suite bench --tier cpu --quick --no-progress --out $(BENCH_OUT)/ci-quick
+	@# the committed baseline is from one 2-core CI-class VM; another CPU of that class may run CI
 	$(PY) -m suite compare $(CI_BASE)/suite-quick/results.csv $(BENCH_OUT)/ci-quick \
-		--best-only --gate geomean --threshold 0.3
+		--best-only --gate geomean --threshold 0.3 --allow-cross-device
 
 lint:
 	$(PY) -m ruff check bimask kernels suite tests benchmarks scripts

@@ -199,45 +199,100 @@ def cmd_export(args) -> int:
 
 
 def cmd_compare(args) -> int:
-    from suite.compare import best_only, compare, geomean_ratio, regressed, summary_table
+    from suite import compare as cmp
     from suite.export import render
 
-    base, _ = store.load(args.base)
-    new, _ = store.load(args.new)
-    if args.best_only:
-        base, new = best_only(base), best_only(new)
-    table = compare(base, new, args.threshold, args.noise_k)
+    cmp.check_limits(args.threshold, args.noise_k)
+    base, base_meta = store.load(args.base)
+    new, new_meta = store.load(args.new)
+    runs = [cmp.run_info(base, base_meta, args.base), cmp.run_info(new, new_meta, args.new)]
+    notes = []
+    try:
+        cmp.check_same_device(runs, "pass --allow-cross-device to compare them anyway")
+    except cmp.CompareError as err:
+        if not args.allow_cross_device:
+            raise
+        notes.append(f"note: {str(err).split('; ')[0]} (--allow-cross-device)")
+    settings, line = cmp.choose(
+        runs,
+        best_only=args.best_only,
+        gate=args.gate,
+        threshold=args.threshold,
+        noise_k=args.noise_k,
+    )
+    if settings.best_only:
+        base, new = cmp.best_only(base), cmp.best_only(new)
+    cover = cmp.coverage(base, new)
+    if not cover["both"]:
+        raise cmp.CompareError(
+            f"the two runs have no row in common ({runs[0].describe()}; {runs[1].describe()}); "
+            "compare two runs of the same sweep (tier, shapes, backends, patterns)"
+        )
+    table = cmp.compare(base, new, settings.threshold, settings.noise_k)
+    timed, broke = cmp.timed_in_both(table), table.verdict.eq("broken").any()
+    if not timed and not broke:
+        raise cmp.CompareError(
+            f"none of the {len(table)} rows the runs share was timed in both "
+            f"({table.verdict.value_counts().to_dict()}); compare runs whose configs ran"
+        )
+    for note in [*notes, line]:
+        print(note)
     counts = table.verdict.value_counts().to_dict()
     print(
-        f"compared {len(table)} rows: {json.dumps(counts)}; "
-        f"geometric mean new/base {geomean_ratio(table):.3f}"
+        f"compared {len(table)} rows ({cover['left_only']} only in base, {cover['right_only']} "
+        f"only in new): {json.dumps(counts)}; geometric mean new/base "
+        f"{cmp.geomean_ratio(table):.3f} (standard error {cmp.geomean_stderr(table):.1%} over "
+        f"{timed} timed rows)"
     )
-    moved = summary_table(table)
+    moved = cmp.summary_table(table)
     if len(moved):
         print(render(moved, "md"))
-    if regressed(table, args.gate, args.threshold):
+    if cmp.regressed(table, settings.gate, settings.threshold, settings.noise_k):
         what = (
             "the geometric mean slowed by more than"
-            if args.gate == "geomean"
+            if settings.gate == "geomean"
             else "slower beyond the noise by more than"
         )
-        print(f"REGRESSION: {what} {args.threshold:.0%}, or a config broke")
+        print(f"REGRESSION: {what} {settings.threshold:.0%}, or a config broke")
         return 1
-    print(f"no regression (gate: {args.gate}, threshold {args.threshold:.0%})")
+    print(f"no regression (gate: {settings.gate}, threshold {settings.threshold:.0%})")
     return 0
 
 
 def cmd_baseline(args) -> int:
+    from suite import compare as cmp
+
+    out = Path(args.out)
+    seen: dict[Path, str] = {}
+    for run in args.runs:
+        csv = Path(run) / "results.csv" if Path(run).is_dir() else Path(run)
+        if csv.resolve() == (out / "results.csv").resolve():
+            raise cmp.CompareError(
+                f"the output {out} is one of the input runs ({run}); write the baseline to a "
+                "new folder"
+            )
+        if csv.resolve() in seen:
+            raise cmp.CompareError(f"run {run} is given twice (also as {seen[csv.resolve()]})")
+        seen[csv.resolve()] = run
+    if out.exists() and not out.is_dir():
+        raise cmp.CompareError(f"the output {out} is a file; give a folder for the baseline")
+    loaded = [store.load(run) for run in args.runs]
+    infos = [cmp.run_info(df, meta, r) for (df, meta), r in zip(loaded, args.runs, strict=True)]
+    cmp.check_same_device(infos, "a baseline takes runs of one device")
     check_output_dir(args.out, "OUT")
     runs = [Path(r) for r in args.runs]
     df = store.median_of_runs(runs)
-    meta = store.load(runs[0])[1]
+    meta = loaded[0][1]
     path = store.save(
         df,
-        args.out,
-        {"baseline_of": [str(r) for r in runs], "device_before": meta.get("device_before", {})},
+        out,
+        {
+            "baseline_of": [str(r) for r in runs],
+            "device_before": meta.get("device_before", {}),
+            **({"fingerprint": meta["fingerprint"]} if meta.get("fingerprint") else {}),
+        },
     )
-    print(f"baseline of {len(runs)} runs, {len(df)} rows -> {path}")
+    print(f"baseline of {len(runs)} run(s), {len(df)} rows -> {path}")
     return 0
 
 
@@ -362,26 +417,49 @@ def parser() -> argparse.ArgumentParser:
 
     c = sub.add_parser(
         "compare",
-        help="compare two runs; exit 1 on a regression",
-        epilog="example: python -m suite compare results/baseline.csv new/results.csv",
+        formatter_class=fmt,
+        help="compare two runs of one device; exit 1 on a regression",
+        description="Compare two runs. Defaults depend on the device: on GPUs every config with "
+        "a per-row gate at 5%; on CPUs (whose whole-run speed drifts) each problem's best config "
+        "with a geometric-mean gate at 30%, as make bench-ci does. Options override them.",
+        epilog="example: python -m suite compare results/ci/suite-quick results/reference/bench/cpu\n"
+        "         python -m suite compare results/ci/suite-quick results/reference/bench/cpu "
+        "--gate any --no-best-only --threshold 0.1",
     )
     c.add_argument("base")
     c.add_argument("new")
-    c.add_argument("--threshold", type=float, default=0.05)
-    c.add_argument("--noise-k", type=float, default=1.0, help="spread multiplier for noise")
-    c.add_argument("--best-only", action="store_true", help="compare each problem's best config")
+    c.add_argument(
+        "--threshold",
+        type=float,
+        help="relative slowdown that counts, in (0, 10] (default 0.05 on GPUs, 0.3 on CPUs)",
+    )
+    c.add_argument(
+        "--noise-k", type=float, help="spread multiplier for noise, in [0, 10] (default 1)"
+    )
+    c.add_argument(
+        "--best-only",
+        action=argparse.BooleanOptionalAction,
+        help="compare each problem's best config (default on CPUs)",
+    )
     c.add_argument(
         "--gate",
         choices=["any", "geomean"],
-        default="any",
-        help="fail on any slower row (default) or on the geometric mean of all rows",
+        help="fail on any slower row (default on GPUs) or on the geometric mean of all rows "
+        "(default on CPUs)",
+    )
+    c.add_argument(
+        "--allow-cross-device",
+        action="store_true",
+        help="compare runs measured on different devices",
     )
     c.set_defaults(func=cmd_compare)
 
     bl = sub.add_parser(
         "baseline",
-        help="a baseline from several runs (per-row median)",
-        epilog="example: python -m suite baseline results/ci/suite-quick r1 r2 r3",
+        help="a baseline from one or more runs of one device (per-row median)",
+        formatter_class=fmt,
+        epilog="example: python -m suite baseline /tmp/base results/reference/bench/cpu\n"
+        "(a baseline is usually the median of three runs of one device: OUT R1 R2 R3)",
     )
     bl.add_argument("out")
     bl.add_argument("runs", nargs="+")

@@ -14,6 +14,11 @@ from suite.strategies import Objective, run_strategy
 from suite.tuner import TuneSettings, mark_best
 
 
+def _order(value: object) -> tuple[str, object]:
+    """Sort key for one parameter's recorded values, which may mix types (1 and "auto")."""
+    return (type(value).__name__, value)
+
+
 def simulated_tune(
     problem: GemmProblem, backend: Backend, cache: ResultCache, settings: TuneSettings
 ) -> list[dict]:
@@ -40,7 +45,7 @@ def simulated_tune(
     space_configs = [Config.from_dict(json.loads(c)) for c in rows_by_config]
     names = sorted({k for c in space_configs for k in c.to_dict()})
     space = SearchSpace(
-        {n: tuple(sorted({c.to_dict()[n] for c in space_configs})) for n in names},
+        {n: tuple(sorted({c.to_dict()[n] for c in space_configs}, key=_order)) for n in names},
         (lambda d, allowed=set(rows_by_config): Config.of(d).to_json() in allowed,),
     )
     run_strategy(

@@ -63,3 +63,16 @@ def test_replay_of_an_unknown_problem_is_a_clear_error(cache, backend):
     other = replace(PROBLEM, m=999)
     with pytest.raises(ValueError, match="holds no rows"):
         simulated_tune(other, backend, cache, TuneSettings())
+
+
+def test_replay_of_a_parameter_whose_recorded_values_mix_types(tmp_path, cache, backend):
+    path = tmp_path / "mixed.jsonl"
+    rows = list(cache.rows.values())[:2]
+    writer = ResultCache(path, {"device": "x"})
+    for row, tile in zip(rows, (64, "auto"), strict=True):
+        config = '{"tile_n":%s}' % ('"auto"' if tile == "auto" else tile)
+        writer.put({"config": config}, {**row, "config": config})
+    replayed = simulated_tune(
+        PROBLEM, backend, ResultCache(path, None, replay=True), TuneSettings()
+    )
+    assert sorted(r["config"] for r in replayed) == ['{"tile_n":"auto"}', '{"tile_n":64}']
