@@ -422,7 +422,8 @@ def parser() -> argparse.ArgumentParser:
         description="Compare two runs. Defaults depend on the device: on GPUs every config with "
         "a per-row gate at 5%; on CPUs (whose whole-run speed drifts) each problem's best config "
         "with a geometric-mean gate at 30%, as make bench-ci does. Options override them.",
-        epilog="example: python -m suite compare results/ci/suite-quick results/reference/bench/cpu\n"
+        epilog="example: python -m suite compare results/ci/suite-quick "
+        "results/reference/bench/cpu\n"
         "         python -m suite compare results/ci/suite-quick results/reference/bench/cpu "
         "--gate any --no-best-only --threshold 0.1",
     )

@@ -190,7 +190,10 @@ def test_the_summary_table_equals_the_headline_csv(tmp_path):
         return [c.strip() for c in line.strip("|").split("|")]
 
     header = cells(lines[head])
-    table = [dict(zip(header, cells(line))) for line in lines[head + 2 : head + 2 + len(csv)]]
+    table = [
+        dict(zip(header, cells(line), strict=True))
+        for line in lines[head + 2 : head + 2 + len(csv)]
+    ]
     assert header == list(csv.columns)
     assert [r["backend"] for r in table] == list(csv.backend)
     for col in ("median_ms", "tflops", "x_cublas"):
