@@ -18,7 +18,11 @@ from pathlib import Path
 import pandas as pd
 from tabulate import tabulate
 
-from bimask.train.config import TrainConfig
+from bimask import cli_args as ca
+from bimask.methods import METHODS as ALL_METHODS
+from bimask.models import MODELS
+from bimask.permutations import PERMUTATIONS
+from bimask.train.config import DATASETS, TrainConfig
 from bimask.train.loop import train
 
 PATTERNS = ["2:4", "1:4", "2:8", "4:8", "1:16"]
@@ -49,11 +53,15 @@ def run_grid(args, out: Path) -> pd.DataFrame:
     profile = PROFILES["quick" if args.quick else "full"] | {
         k: v for k, v in (("epochs", args.epochs),) if v is not None
     }
+    if args.dataset == "synthetic":  # the toy set is smaller than the quick profile's subsets
+        profile |= {"train_subset": None, "test_subset": None}
     jobs = [("dense", "-")] + [(m, p) for p in args.patterns for m in args.methods]
-    rows, curves = [], []
-    for seed in range(args.seeds):
-        for method, pattern in jobs:
-            cfg = TrainConfig(
+    grid = [  # every config is built (and so validated) before the first run starts
+        (
+            seed,
+            method,
+            pattern,
+            TrainConfig(
                 model=args.model,
                 dataset=args.dataset,
                 data_dir=args.data_dir,
@@ -64,20 +72,24 @@ def run_grid(args, out: Path) -> pd.DataFrame:
                 device=args.device,
                 out=str(out / "runs" / f"{method}-{pattern.replace(':', 'x')}-s{seed}"),
                 **profile,
-            )
-            t0 = time.perf_counter()
-            s = train(cfg)
-            s["pattern"] = pattern
-            rows.append({k: s.get(k) for k in COLUMNS})
-            curves += [
-                {"method": method, "pattern": pattern, "seed": seed, **h} for h in s["history"]
-            ]
-            print(
-                f"[{len(rows)}/{len(jobs) * args.seeds}] {method} {pattern} seed {seed}: "
-                f"top1 {s['final_test_top1']:.4f} ({time.perf_counter() - t0:.0f} s)",
-                file=sys.stderr,
-                flush=True,
-            )
+            ),
+        )
+        for seed in range(args.seeds)
+        for method, pattern in jobs
+    ]
+    rows, curves = [], []
+    for seed, method, pattern, cfg in grid:
+        t0 = time.perf_counter()
+        s = train(cfg)
+        s["pattern"] = pattern
+        rows.append({k: s.get(k) for k in COLUMNS})
+        curves += [{"method": method, "pattern": pattern, "seed": seed, **h} for h in s["history"]]
+        print(
+            f"[{len(rows)}/{len(grid)}] {method} {pattern} seed {seed}: "
+            f"top1 {s['final_test_top1']:.4f} ({time.perf_counter() - t0:.0f} s)",
+            file=sys.stderr,
+            flush=True,
+        )
     return pd.DataFrame(rows, columns=COLUMNS), pd.DataFrame(curves)
 
 
@@ -202,7 +214,7 @@ def report(df: pd.DataFrame, run: str, out: Path, command: str) -> str:
     return "\n".join(md)
 
 
-def main(argv: list[str] | None = None) -> int:
+def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m bimask.compare",
         description=__doc__.split("\n")[0],
@@ -210,20 +222,30 @@ def main(argv: list[str] | None = None) -> int:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--quick", action="store_true", help="the CPU-sized profile")
-    p.add_argument("--model", default="cnn", choices=["cnn", "mlp", "vit"])
-    p.add_argument("--dataset", default="fashion-mnist", choices=["fashion-mnist", "synthetic"])
+    p.add_argument("--model", default="cnn", choices=sorted(MODELS))
+    p.add_argument("--dataset", default="fashion-mnist", choices=DATASETS)
     p.add_argument("--data-dir")
-    p.add_argument("--methods", nargs="+", default=METHODS)
-    p.add_argument("--patterns", nargs="+", default=PATTERNS)
-    p.add_argument("--permutation", default="greedy")
-    p.add_argument("--seeds", type=int, default=3)
-    p.add_argument("--epochs", type=int)
-    p.add_argument("--device", default="auto")
+    sparse_methods = sorted(m for m in ALL_METHODS if m != "dense")  # dense always runs
+    p.add_argument("--methods", nargs="+", default=METHODS, choices=sparse_methods)
+    p.add_argument("--patterns", nargs="+", default=PATTERNS, type=ca.pattern)
+    p.add_argument("--permutation", default="greedy", choices=sorted(PERMUTATIONS))
+    p.add_argument("--seeds", type=ca.positive_int, default=3)
+    p.add_argument("--epochs", type=ca.positive_int)
+    p.add_argument("--device", default="auto", type=ca.device)
     p.add_argument("--out", default="results/accuracy")
     p.add_argument("--run", help="run name (default: <model>-<profile>-<date>)")
     p.add_argument("--work-dir", default="runs/compare", help="per-run checkpoints and logs")
-    p.add_argument("--report-only", metavar="CSV", help="rebuild the report from a results CSV")
-    args = p.parse_args(argv)
+    p.add_argument(
+        "--report-only",
+        metavar="CSV",
+        type=ca.existing_file,
+        help="rebuild the report from a results CSV",
+    )
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
     out = Path(args.out)
     run = args.run or f"{args.model}-{'quick' if args.quick else 'full'}-{time.strftime('%Y%m%d')}"
     curves = None
