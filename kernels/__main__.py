@@ -1,4 +1,4 @@
-"""python -m kernels {list,compile}: the registered variants, and a compile + SASS check.
+"""python -m kernels {list,compile,check}: the registered variants, and a compile + SASS check.
 
 Examples:
   python -m kernels list
@@ -81,7 +81,11 @@ def cmd_check(args) -> int:
     import torch
 
     if not torch.cuda.is_available():
-        print("error: kernels check needs a CUDA device (torch.cuda.is_available() is False)")
+        print(
+            "error: kernels check needs a CUDA device (torch.cuda.is_available() is False); "
+            "run it on a GPU host",
+            file=sys.stderr,
+        )
         return 2
     from kernels.check import check_family
 
@@ -98,7 +102,10 @@ def cmd_check(args) -> int:
     return 1 if failures else 0
 
 
-def main(argv: list[str] | None = None) -> int:
+ARCHS = sorted({arch for v in VARIANTS.values() for arch in v.archs})  # the nvcc targets we build
+
+
+def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m kernels",
         description=__doc__.split("\n")[0],
@@ -108,15 +115,19 @@ def main(argv: list[str] | None = None) -> int:
     sub = p.add_subparsers(dest="command", required=True)
     sub.add_parser("list", help="the registered variants").set_defaults(func=cmd_list)
     c = sub.add_parser("compile", help="nvcc-compile every variant and count its MMA instructions")
-    c.add_argument("--arch", action="append", help="sm_80, sm_90a (repeatable)")
+    c.add_argument("--arch", action="append", choices=ARCHS, help="repeatable (default: all)")
     c.add_argument("--default-only", action="store_true", help="skip the tunable-space corners")
     c.set_defaults(func=cmd_compile)
     k = sub.add_parser("check", help="one launch of every GEMM kernel against float64 (GPU)")
     k.add_argument("--family", nargs="+", default=sorted(GEMM_FAMILIES), choices=GEMM_FAMILIES)
     k.set_defaults(func=cmd_check)
-    args = p.parse_args(argv)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
     if getattr(args, "arch", None) is None and args.command == "compile":
-        args.arch = ["sm_80", "sm_90a"]
+        args.arch = ARCHS
     return args.func(args)
 
 
