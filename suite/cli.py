@@ -255,14 +255,19 @@ def parser() -> argparse.ArgumentParser:
     )
     b.add_argument("--patterns", nargs="+", type=ca.pattern, help="N:M patterns, e.g. 2:4 1:16")
     b.add_argument(
-        "--backends", nargs="+", choices=sorted(BACKENDS), help="restrict to these backends"
+        "--backends",
+        nargs="+",
+        choices=sorted(BACKENDS),
+        metavar="BACKEND",
+        help="restrict to these backends (see 'python -m suite devices')",
     )
     b.add_argument("--passes", nargs="+", choices=PASSES, help="restrict to these GEMMs")
     b.add_argument(
         "--perms",
         nargs="+",
         choices=sorted(PERMUTATIONS),
-        help="permutation strategies for bwd-data",
+        metavar="PERM",
+        help=f"permutation strategies for bwd-data: {', '.join(sorted(PERMUTATIONS))}",
     )
     b.add_argument(
         "--space",
@@ -280,7 +285,9 @@ def parser() -> argparse.ArgumentParser:
         "--budget-s", type=ca.positive_float, help="timing budget per config (tier default)"
     )
     b.add_argument("--seed", type=ca.nonneg_int, default=0)
-    b.add_argument("--shard", type=ca.shard, help="i/n: run every n-th task starting at i")
+    b.add_argument(
+        "--shard", type=ca.shard, metavar="I/N", help="run every n-th task starting at i"
+    )
     b.add_argument("--no-progress", action="store_true")
     b.set_defaults(func=cmd_bench)
 
@@ -293,7 +300,13 @@ def parser() -> argparse.ArgumentParser:
         "         python -m suite tune --simulate tests/data/sim_cache.jsonl "
         "--backend torch_dense --m 512 --n 256 --k 512 --strategy annealing",
     )
-    t.add_argument("--backend", required=True, choices=sorted(BACKENDS))
+    t.add_argument(
+        "--backend",
+        required=True,
+        choices=sorted(BACKENDS),
+        metavar="BACKEND",
+        help="e.g. torch_dense",
+    )
     t.add_argument("--m", type=ca.positive_int, required=True)
     t.add_argument("--n", type=ca.positive_int, required=True)
     t.add_argument("--k", type=ca.positive_int, required=True)
