@@ -298,7 +298,7 @@ def parser() -> argparse.ArgumentParser:
         epilog="example: python -m suite tune --backend torch_dense --m 3072 "
         "--n 256 --k 768 --pattern 2:4\n"
         "         python -m suite tune --simulate tests/data/sim_cache.jsonl "
-        "--backend torch_dense --m 512 --n 256 --k 512 --strategy annealing",
+        "--backend torch_tiled --m 256 --n 512 --k 512 --strategy annealing --max-evals 12",
     )
     t.add_argument(
         "--backend",
