@@ -119,3 +119,13 @@ def test_sparsify_twice_with_the_same_settings_is_a_no_op():
     layer = model[0]
     again = sparsify(model, "2:4", "bimask", "greedy")
     assert model[0] is layer and again[0].sparse and "already sparse" in again[0].reason
+
+
+def test_a_cuda_device_index_must_exist(monkeypatch):
+    from bimask.train.loop import resolve_device
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    assert resolve_device("cuda:0") == torch.device("cuda:0")
+    with pytest.raises(ValueError, match=r"--device cuda:7: this machine has 1 CUDA device\(s\)"):
+        resolve_device("cuda:7")
