@@ -20,6 +20,9 @@ from pathlib import Path
 import pandas as pd
 from tabulate import tabulate
 
+from bimask import cli_args as ca
+from bimask.methods import METHODS as ALL_METHODS
+from bimask.models import MODELS
 from bimask.outputs import (
     atomic_path,
     atomic_write_text,
@@ -27,7 +30,8 @@ from bimask.outputs import (
     check_output_dir,
     check_output_file,
 )
-from bimask.train.config import TrainConfig
+from bimask.permutations import PERMUTATIONS
+from bimask.train.config import DATASETS, TrainConfig
 from bimask.train.loop import train
 
 PATTERNS = ["2:4", "1:4", "2:8", "4:8", "1:16"]
@@ -58,11 +62,15 @@ def run_grid(args, out: Path) -> pd.DataFrame:
     profile = PROFILES["quick" if args.quick else "full"] | {
         k: v for k, v in (("epochs", args.epochs),) if v is not None
     }
+    if args.dataset == "synthetic":  # the toy set is smaller than the quick profile's subsets
+        profile |= {"train_subset": None, "test_subset": None}
     jobs = [("dense", "-")] + [(m, p) for p in args.patterns for m in args.methods]
-    rows, curves = [], []
-    for seed in range(args.seeds):
-        for method, pattern in jobs:
-            cfg = TrainConfig(
+    grid = [  # every config is built (and so validated) before the first run starts
+        (
+            seed,
+            method,
+            pattern,
+            TrainConfig(
                 model=args.model,
                 dataset=args.dataset,
                 data_dir=args.data_dir,
@@ -73,20 +81,24 @@ def run_grid(args, out: Path) -> pd.DataFrame:
                 device=args.device,
                 out=str(out / "runs" / f"{method}-{pattern.replace(':', 'x')}-s{seed}"),
                 **profile,
-            )
-            t0 = time.perf_counter()
-            s = train(cfg)
-            s["pattern"] = pattern
-            rows.append({k: s.get(k) for k in COLUMNS})
-            curves += [
-                {"method": method, "pattern": pattern, "seed": seed, **h} for h in s["history"]
-            ]
-            print(
-                f"[{len(rows)}/{len(jobs) * args.seeds}] {method} {pattern} seed {seed}: "
-                f"top1 {s['final_test_top1']:.4f} ({time.perf_counter() - t0:.0f} s)",
-                file=sys.stderr,
-                flush=True,
-            )
+            ),
+        )
+        for seed in range(args.seeds)
+        for method, pattern in jobs
+    ]
+    rows, curves = [], []
+    for seed, method, pattern, cfg in grid:
+        t0 = time.perf_counter()
+        s = train(cfg)
+        s["pattern"] = pattern
+        rows.append({k: s.get(k) for k in COLUMNS})
+        curves += [{"method": method, "pattern": pattern, "seed": seed, **h} for h in s["history"]]
+        print(
+            f"[{len(rows)}/{len(grid)}] {method} {pattern} seed {seed}: "
+            f"top1 {s['final_test_top1']:.4f} ({time.perf_counter() - t0:.0f} s)",
+            file=sys.stderr,
+            flush=True,
+        )
     return pd.DataFrame(rows, columns=COLUMNS), pd.DataFrame(curves)
 
 
@@ -214,7 +226,7 @@ def report(df: pd.DataFrame, run: str, out: Path, command: str) -> str:
     return "\n".join(md)
 
 
-def main(argv: list[str] | None = None) -> int:
+def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m bimask.compare",
         description=__doc__.split("\n")[0],
@@ -222,24 +234,34 @@ def main(argv: list[str] | None = None) -> int:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--quick", action="store_true", help="the CPU-sized profile")
-    p.add_argument("--model", default="cnn", choices=["cnn", "mlp", "vit"])
-    p.add_argument("--dataset", default="fashion-mnist", choices=["fashion-mnist", "synthetic"])
+    p.add_argument("--model", default="cnn", choices=sorted(MODELS))
+    p.add_argument("--dataset", default="fashion-mnist", choices=DATASETS)
     p.add_argument("--data-dir")
-    p.add_argument("--methods", nargs="+", default=METHODS)
-    p.add_argument("--patterns", nargs="+", default=PATTERNS)
-    p.add_argument("--permutation", default="greedy")
-    p.add_argument("--seeds", type=int, default=3)
-    p.add_argument("--epochs", type=int)
-    p.add_argument("--device", default="auto")
+    sparse_methods = sorted(m for m in ALL_METHODS if m != "dense")  # dense always runs
+    p.add_argument("--methods", nargs="+", default=METHODS, choices=sparse_methods)
+    p.add_argument("--patterns", nargs="+", default=PATTERNS, type=ca.pattern)
+    p.add_argument("--permutation", default="greedy", choices=sorted(PERMUTATIONS))
+    p.add_argument("--seeds", type=ca.positive_int, default=3)
+    p.add_argument("--epochs", type=ca.positive_int)
+    p.add_argument("--device", default="auto", type=ca.device)
     p.add_argument(
         "--out",
         help="output folder (default: results/accuracy; with --report-only, the CSV's folder)",
     )
     p.add_argument("--run", help="run name (default: <model>-<profile>-<date>)")
     p.add_argument("--work-dir", default="runs/compare", help="per-run checkpoints and logs")
-    p.add_argument("--report-only", metavar="CSV", help="rebuild the report from a results CSV")
+    p.add_argument(
+        "--report-only",
+        metavar="CSV",
+        type=ca.existing_file,
+        help="rebuild the report from a results CSV",
+    )
     p.add_argument("--force", action="store_true", help="replace output files that exist")
-    args = p.parse_args(argv)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
     try:
         return _run(args, argv)
     except (ValueError, FileNotFoundError, RuntimeError) as err:

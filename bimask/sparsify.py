@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from torch import nn
 
 from bimask.backends import BACKENDS
-from bimask.layers import SparseConv2d, SparseLinear, unsupported_reason
+from bimask.layers import SparseConv2d, SparseLinear, SparseMixin, unsupported_reason
 from bimask.patterns import NMPattern
 
 log = logging.getLogger("bimask")
@@ -60,6 +60,20 @@ def _sparse_copy(module: nn.Module, pattern, method: str, **options) -> nn.Modul
     return new
 
 
+def _already_sparse(name: str, module: SparseMixin, wanted: dict) -> LayerDecision:
+    """A layer made sparse by an earlier call: a no-op when the settings agree, else an error."""
+    have = {k: getattr(module, k) for k in wanted}
+    have["pattern"] = str(have["pattern"])
+    if diff := {k: (have[k], v) for k, v in wanted.items() if have[k] != v}:
+        what = ", ".join(f"{k} {old!r} -> {new!r}" for k, (old, new) in diff.items())
+        raise ValueError(
+            f"sparsify: layer {name!r} is already sparse with different settings ({what}); "
+            "sparsify a fresh (dense) copy of the model to change them"
+        )
+    kind = type(module).__name__
+    return LayerDecision(name, kind, True, f"{module.method} {module.pattern}: already sparse")
+
+
 def sparsify(
     model: nn.Module,
     pattern: str | NMPattern = "2:4",
@@ -89,7 +103,22 @@ def sparsify(
     if unknown:
         raise ValueError(f"keep_dense names modules the model does not have: {sorted(unknown)}")
     decisions = []
+    wanted = dict(
+        pattern=str(pattern),
+        method=method,
+        permutation=permutation,
+        perm_every=perm_every,
+        conv_order=conv_order,
+    )
+    already = {  # checked before any layer changes: a conflict leaves the model as it was
+        n: _already_sparse(n, m, wanted)
+        for n, m in model.named_modules()
+        if isinstance(m, SparseMixin)
+    }
     for name, module in list(model.named_modules()):
+        if name in already:
+            decisions.append(already[name])
+            continue
         if type(module) not in (nn.Linear, nn.Conv2d):
             continue
         kind = type(module).__name__

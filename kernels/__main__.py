@@ -108,7 +108,7 @@ def cmd_build(args) -> int:
     out.mkdir(parents=True, exist_ok=True)
     use_cache_dir(out)
     builds = list(dict.fromkeys(b for cc in ccs for b in aot.run_builds(cc, tuple(args.dtype))))
-    jobs = args.jobs or os.cpu_count() or 1
+    jobs = args.jobs if args.jobs is not None else (os.cpu_count() or 1)
     t0 = time.perf_counter()
     compiled, cached, failed = aot.build_all(builds, jobs)
     for b, err in failed.items():
@@ -127,7 +127,11 @@ def cmd_check(args) -> int:
     import torch
 
     if not torch.cuda.is_available():
-        print("error: kernels check needs a CUDA device (torch.cuda.is_available() is False)")
+        print(
+            "error: kernels check needs a CUDA device (torch.cuda.is_available() is False); "
+            "run it on a GPU host",
+            file=sys.stderr,
+        )
         return 2
     from kernels.build import stats_line
     from kernels.check import check_family
@@ -146,7 +150,16 @@ def cmd_check(args) -> int:
     return 1 if failures else 0
 
 
-def main(argv: list[str] | None = None) -> int:
+def _jobs(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 1, got {text!r}")
+    return int(text)
+
+
+ARCHS = sorted({arch for v in VARIANTS.values() for arch in v.archs})  # the nvcc targets we build
+
+
+def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m kernels",
         description=__doc__.split("\n")[0],
@@ -156,7 +169,7 @@ def main(argv: list[str] | None = None) -> int:
     sub = p.add_subparsers(dest="command", required=True)
     sub.add_parser("list", help="the registered variants").set_defaults(func=cmd_list)
     c = sub.add_parser("compile", help="nvcc-compile every variant and count its MMA instructions")
-    c.add_argument("--arch", action="append", help="sm_80, sm_90a (repeatable)")
+    c.add_argument("--arch", action="append", choices=ARCHS, help="repeatable (default: all)")
     c.add_argument("--default-only", action="store_true", help="skip the tunable-space corners")
     c.set_defaults(func=cmd_compile)
     b = sub.add_parser(
@@ -167,14 +180,18 @@ def main(argv: list[str] | None = None) -> int:
     b.add_argument("--for-device", action="append", help="GPU name, e.g. H100, A100, L4")
     b.add_argument("--arch", action="append", help="nvcc target, e.g. sm_90a (repeatable)")
     b.add_argument("--dtype", action="append", choices=["bfloat16", "float16"])
-    b.add_argument("--jobs", type=int, help="parallel nvcc processes (default: the cores)")
+    b.add_argument("--jobs", type=_jobs, help="parallel nvcc processes (default: the cores)")
     b.add_argument("--out", required=True, help="the cache folder to fill")
     b.set_defaults(func=cmd_build)
     k = sub.add_parser("check", help="one launch of every GEMM kernel against float64 (GPU)")
     k.add_argument("--family", nargs="+", default=sorted(GEMM_FAMILIES), choices=GEMM_FAMILIES)
     k.add_argument("--kernel-cache", help="a kernel cache built ahead of time (kernels build)")
     k.set_defaults(func=cmd_check)
-    args = p.parse_args(argv)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
     if getattr(args, "dtype", "x") is None:
         args.dtype = ["bfloat16"]
     if getattr(args, "kernel_cache", None):
@@ -183,10 +200,9 @@ def main(argv: list[str] | None = None) -> int:
         if not Path(args.kernel_cache).is_dir():
             print(f"error: --kernel-cache {args.kernel_cache} is not a folder", file=sys.stderr)
             return 2
-
         use_cache_dir(args.kernel_cache)
     if getattr(args, "arch", None) is None and args.command == "compile":
-        args.arch = ["sm_80", "sm_90a"]
+        args.arch = ARCHS
     return args.func(args)
 
 

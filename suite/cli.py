@@ -12,12 +12,13 @@ from pathlib import Path
 import torch
 
 from bimask import PERMUTATIONS
+from bimask import cli_args as ca
 from bimask.outputs import check_input_file, check_output_dir, check_output_file
 from suite import run_folder, shards, store
 from suite.backends import BACKENDS, available_backends, get_backend
 from suite.cache import CacheMismatchError, ResultCache
 from suite.device import capture, fingerprint
-from suite.problem import PASSES, GemmProblem
+from suite.problem import DTYPES, PASSES, GemmProblem
 from suite.shapes import benchmark_layers
 from suite.strategies import STRATEGIES
 from suite.sweep import SweepSpec, run_sweep
@@ -35,17 +36,11 @@ TIER_DEFAULTS = {  # patterns, permutation strategies, dtype, timing budget per 
 }
 
 
-def _shard(text: str | None) -> tuple[int, int]:
-    if text is None:
-        world = int(os.environ.get("WORLD_SIZE", "1"))  # launched by torchrun: one shard a rank
-        return int(os.environ.get("RANK", "0")), world
-    try:
-        i, n = (int(x) for x in text.split("/"))
-    except ValueError:
-        raise SystemExit(f"error: --shard must look like i/n (e.g. 0/4), got {text!r}") from None
-    if not 0 <= i < n:
-        raise SystemExit(f"error: --shard {text}: need 0 <= i < n")
-    return i, n
+def _shard(given: tuple[int, int] | None) -> tuple[int, int]:
+    if given is not None:  # --shard, already checked by ca.shard
+        return given
+    rank, world = os.environ.get("RANK", "0"), os.environ.get("WORLD_SIZE", "1")
+    return ca.check(f"{rank}/{world}", ca.shard, "RANK/WORLD_SIZE (set by torchrun)")
 
 
 def cmd_bench(args) -> int:
@@ -54,17 +49,10 @@ def cmd_bench(args) -> int:
     if tier == "auto":
         tier = "gpu" if torch.cuda.is_available() else "cpu"
     if tier == "gpu" and not torch.cuda.is_available():
-        raise SystemExit("error: --tier gpu needs a CUDA device; use --tier cpu")
+        raise ca.UsageError("--tier gpu needs a CUDA device; use --tier cpu")
     layer_tier = "quick" if args.quick else tier
     patterns, perms, dtype, budget = TIER_DEFAULTS[layer_tier]
-    if args.perms and (unknown := set(args.perms) - set(PERMUTATIONS)):
-        raise SystemExit(
-            f"error: unknown permutation strategy {sorted(unknown)}; choose from "
-            f"{sorted(PERMUTATIONS)}"
-        )
     device = "cuda" if tier == "gpu" else "cpu"
-    if args.backends and (unknown := [b for b in args.backends if b not in BACKENDS]):
-        raise SystemExit(f"error: unknown backend {unknown}; choose from {sorted(BACKENDS)}")
     backends = tuple(
         b.name
         for b in available_backends(device)
@@ -72,7 +60,7 @@ def cmd_bench(args) -> int:
     )
     if args.backends and not backends:
         why = {b: BACKENDS[b].available() or f"runs on {BACKENDS[b].device}" for b in args.backends}
-        raise SystemExit(f"error: none of the requested backends runs here: {why}")
+        raise ca.UsageError(f"none of the requested backends runs here: {why}")
     strategy, max_evals = args.strategy, args.max_evals
     if (
         strategy is None
@@ -80,6 +68,7 @@ def cmd_bench(args) -> int:
         strategy, max_evals = (
             ("annealing", max_evals or 48) if tier == "gpu" else ("brute_force", max_evals)
         )
+    budget_s = budget if args.budget_s is None else args.budget_s
     spec = SweepSpec(
         tuple(benchmark_layers(layer_tier, args.shapes)),
         tuple(args.patterns or patterns),
@@ -87,7 +76,7 @@ def cmd_bench(args) -> int:
         backends,
         dtype,
         device,
-        TuneSettings(strategy, max_evals, None, args.seed, budget_s=args.budget_s or budget),
+        TuneSettings(strategy, max_evals, None, args.seed, budget_s=budget_s),
         passes=tuple(args.passes or PASSES),
         space=args.space,
     )
@@ -160,7 +149,7 @@ def cmd_tune(args) -> int:
     else:
         device = backend.device
         if why := backend.available():
-            raise SystemExit(f"error: backend {backend.name} is not available here: {why}")
+            raise ca.UsageError(f"backend {backend.name} is not available here: {why}")
         cache = ResultCache(args.cache, fingerprint(device)) if args.cache else None
         rows = tune(problem, backend, cache, settings, device)
     for r in sorted(rows, key=lambda r: (r["status"] != "ok", r["median_ms"])):
@@ -341,11 +330,27 @@ def parser() -> argparse.ArgumentParser:
         help="start afresh: move the old cache aside (to CACHE.old-<time>) once the arguments "
         "are checked",
     )
-    b.add_argument("--shapes", help="a shapes TOML file (default: suite/shapes/benchmark.toml)")
-    b.add_argument("--patterns", nargs="+")
-    b.add_argument("--backends", nargs="+", help="restrict to these backends")
+    b.add_argument(
+        "--shapes",
+        type=ca.existing_file,
+        help="a shapes TOML file (default: suite/shapes/benchmark.toml)",
+    )
+    b.add_argument("--patterns", nargs="+", type=ca.pattern, help="N:M patterns, e.g. 2:4 1:16")
+    b.add_argument(
+        "--backends",
+        nargs="+",
+        choices=sorted(BACKENDS),
+        metavar="BACKEND",
+        help="restrict to these backends (see 'python -m suite devices')",
+    )
     b.add_argument("--passes", nargs="+", choices=PASSES, help="restrict to these GEMMs")
-    b.add_argument("--perms", nargs="+", help="permutation strategies for bwd-data")
+    b.add_argument(
+        "--perms",
+        nargs="+",
+        choices=sorted(PERMUTATIONS),
+        metavar="PERM",
+        help=f"permutation strategies for bwd-data: {', '.join(sorted(PERMUTATIONS))}",
+    )
     b.add_argument(
         "--space",
         choices=["full", "quick"],
@@ -357,10 +362,14 @@ def parser() -> argparse.ArgumentParser:
         choices=sorted(STRATEGIES),
         help="default: brute_force on CPU, annealing (48 evaluations) on GPU",
     )
-    b.add_argument("--max-evals", type=int, help="configs per (problem, backend)")
-    b.add_argument("--budget-s", type=float, help="timing budget per config (tier default)")
-    b.add_argument("--seed", type=int, default=0)
-    b.add_argument("--shard", help="i/n: run every n-th task starting at i")
+    b.add_argument("--max-evals", type=ca.positive_int, help="configs per (problem, backend)")
+    b.add_argument(
+        "--budget-s", type=ca.positive_float, help="timing budget per config (tier default)"
+    )
+    b.add_argument("--seed", type=ca.nonneg_int, default=0)
+    b.add_argument(
+        "--shard", type=ca.shard, metavar="I/N", help="run every n-th task starting at i"
+    )
     b.add_argument("--no-progress", action="store_true")
     b.set_defaults(func=cmd_bench)
 
@@ -371,22 +380,37 @@ def parser() -> argparse.ArgumentParser:
         epilog="example: python -m suite tune --backend torch_dense --m 3072 "
         "--n 256 --k 768 --pattern 2:4\n"
         "         python -m suite tune --simulate tests/data/sim_cache.jsonl "
-        "--backend torch_dense --m 512 --n 256 --k 512 --strategy annealing",
+        "--backend torch_tiled --m 256 --n 512 --k 512 --strategy annealing --max-evals 12",
     )
-    t.add_argument("--backend", required=True)
-    t.add_argument("--m", type=int, required=True)
-    t.add_argument("--n", type=int, required=True)
-    t.add_argument("--k", type=int, required=True)
-    t.add_argument("--pattern", default="2:4")
+    t.add_argument(
+        "--backend",
+        required=True,
+        choices=sorted(BACKENDS),
+        metavar="BACKEND",
+        help="e.g. torch_dense",
+    )
+    t.add_argument("--m", type=ca.positive_int, required=True)
+    t.add_argument("--n", type=ca.positive_int, required=True)
+    t.add_argument("--k", type=ca.positive_int, required=True)
+    t.add_argument("--pattern", type=ca.pattern_or_dense, default="2:4", help="N:M or dense")
     t.add_argument("--pass", dest="pass_", choices=PASSES, default="fwd")
-    t.add_argument("--perm", default="-")
-    t.add_argument("--dtype", default="float32")
+    t.add_argument(
+        "--perm",
+        choices=["-", *sorted(PERMUTATIONS)],
+        default="-",
+        help="bwd-data permutation strategy",
+    )
+    t.add_argument("--dtype", choices=sorted(DTYPES), default="float32")
     t.add_argument("--strategy", choices=sorted(STRATEGIES), default="brute_force")
-    t.add_argument("--max-evals", type=int)
-    t.add_argument("--max-seconds", type=float)
-    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--max-evals", type=ca.positive_int)
+    t.add_argument("--max-seconds", type=ca.positive_float)
+    t.add_argument("--seed", type=ca.nonneg_int, default=0)
     t.add_argument("--cache")
-    t.add_argument("--simulate", help="replay timings from this cache file; runs nothing")
+    t.add_argument(
+        "--simulate",
+        type=ca.existing_file,
+        help="replay timings from this cache file; runs nothing",
+    )
     t.set_defaults(func=cmd_tune)
 
     r = sub.add_parser(

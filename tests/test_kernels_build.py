@@ -172,7 +172,7 @@ def test_cli_check_needs_a_gpu_and_says_so(capsys):
     if torch.cuda.is_available():
         pytest.skip("this machine has a GPU: tests/test_kernels_gpu.py covers kernels check")
     assert kernels_main(["check"]) == 2
-    assert "needs a CUDA device" in capsys.readouterr().out
+    assert "needs a CUDA device" in capsys.readouterr().err
 
 
 def test_check_mask_keeps_the_two_largest_of_every_aligned_four():

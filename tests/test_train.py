@@ -103,7 +103,7 @@ def test_resume_is_bit_exact(tmp_path):
         (["--pattern", "5:4"], "1 <= N < M"),
         (["--pattern", "1:48", "--model", "mlp"], "fits no layer"),  # 784 and 256 % 48 != 0
         (["--dataset", "fashion-mnist", "--data-dir", "/nonexistent"], "apt-get install"),
-        (["--epochs", "0"], "--epochs must be >= 1"),
+        (["--epochs", "0"], "--epochs: must be an integer >= 1"),
     ],
 )
 def test_bad_options_give_clear_errors(argv, needle, tmp_path, capsys):

@@ -61,13 +61,25 @@ def _split(images: np.ndarray, labels: np.ndarray, where: str) -> Split:
     return Split(x.unsqueeze(1), torch.from_numpy(labels.astype(np.int64)))
 
 
+def _check_labels(labels: np.ndarray, path: Path, num_classes: int = 10) -> np.ndarray:
+    """Fashion-MNIST labels are class indices 0..9; anything else is a wrong or corrupt file."""
+    if labels.size and (labels.min() < 0 or labels.max() >= num_classes):
+        bad = labels[(labels < 0) | (labels >= num_classes)]
+        raise IdxError(
+            f"{path}: {bad.size} label(s) outside 0..{num_classes - 1} (e.g. {int(bad[0])}); "
+            "this is not a Fashion-MNIST label file, or it is corrupt"
+        )
+    return labels
+
+
 @functools.cache
 def load_fashion_mnist(data_dir: str | Path | None = None) -> Dataset:
     """Load the four IDX files from ``data_dir`` (default: the Debian package's directory)."""
     data_dir = Path(data_dir) if data_dir else DEFAULT_FASHION_DIR  # cached per directory
-    arrays = {
-        k: read_idx(_find(data_dir, v), 3 if "images" in k else 1) for k, v in FASHION_FILES.items()
-    }
+    paths = {k: _find(data_dir, v) for k, v in FASHION_FILES.items()}
+    arrays = {k: read_idx(p, 3 if "images" in k else 1) for k, p in paths.items()}
+    for k in ("train_labels", "test_labels"):
+        _check_labels(arrays[k], paths[k])
     train = _split(arrays["train_images"], arrays["train_labels"], str(data_dir / "train-*"))
     test = _split(arrays["test_images"], arrays["test_labels"], str(data_dir / "t10k-*"))
     return Dataset("fashion-mnist", train, test)

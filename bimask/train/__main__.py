@@ -11,15 +11,15 @@ from __future__ import annotations
 import argparse
 import sys
 
+from bimask import cli_args as ca
 from bimask.backends import BACKENDS
 from bimask.data import DataMissingError
 from bimask.data.idx import IdxError
 from bimask.methods import METHODS
 from bimask.models import MODELS
 from bimask.outputs import check_output_dir
-from bimask.patterns import NMPattern
 from bimask.permutations import PERMUTATIONS
-from bimask.train.config import TrainConfig
+from bimask.train.config import DATASETS, OPTIMIZERS, TrainConfig
 from bimask.train.loop import train
 
 
@@ -32,25 +32,29 @@ def parser() -> argparse.ArgumentParser:
     )
     d = TrainConfig()
     p.add_argument("--model", choices=sorted(MODELS), default=d.model)
-    p.add_argument("--dataset", choices=["fashion-mnist", "synthetic"], default=d.dataset)
+    p.add_argument("--dataset", choices=DATASETS, default=d.dataset)
     p.add_argument("--data-dir", help="directory with the four Fashion-MNIST IDX files")
     p.add_argument("--method", choices=sorted(METHODS), default=d.method)
-    p.add_argument("--pattern", default=d.pattern, help="N:M pattern, e.g. 2:4, 1:16")
+    p.add_argument(
+        "--pattern", type=ca.pattern, default=d.pattern, help="N:M pattern, e.g. 2:4, 1:16"
+    )
     p.add_argument("--permutation", choices=sorted(PERMUTATIONS), default=d.permutation)
-    p.add_argument("--perm-every", type=int, default=d.perm_every)
-    p.add_argument("--candidates", type=int, default=d.candidates, help="for --permutation random")
-    p.add_argument("--decay", type=float, default=d.decay, help="SR-STE lambda")
-    p.add_argument("--epochs", type=int, default=d.epochs)
-    p.add_argument("--batch-size", type=int, default=d.batch_size)
-    p.add_argument("--optimizer", choices=["sgd", "adamw"])
-    p.add_argument("--lr", type=float)
-    p.add_argument("--weight-decay", type=float)
-    p.add_argument("--warmup-epochs", type=float, default=d.warmup_epochs)
-    p.add_argument("--label-smoothing", type=float, default=d.label_smoothing)
-    p.add_argument("--train-subset", type=int, help="use the first N training images")
-    p.add_argument("--test-subset", type=int, help="use the first N test images")
-    p.add_argument("--seed", type=int, default=d.seed)
-    p.add_argument("--device", default=d.device, help="auto, cpu, cuda, cuda:1 ...")
+    p.add_argument("--perm-every", type=ca.positive_int, default=d.perm_every)
+    p.add_argument(
+        "--candidates", type=ca.positive_int, default=d.candidates, help="for --permutation random"
+    )
+    p.add_argument("--decay", type=ca.nonneg_float, default=d.decay, help="SR-STE lambda")
+    p.add_argument("--epochs", type=ca.positive_int, default=d.epochs)
+    p.add_argument("--batch-size", type=ca.positive_int, default=d.batch_size)
+    p.add_argument("--optimizer", choices=OPTIMIZERS)
+    p.add_argument("--lr", type=ca.positive_float)
+    p.add_argument("--weight-decay", type=ca.nonneg_float)
+    p.add_argument("--warmup-epochs", type=ca.nonneg_float, default=d.warmup_epochs)
+    p.add_argument("--label-smoothing", type=ca.unit_fraction, default=d.label_smoothing)
+    p.add_argument("--train-subset", type=ca.positive_int, help="use the first N training images")
+    p.add_argument("--test-subset", type=ca.positive_int, help="use the first N test images")
+    p.add_argument("--seed", type=ca.nonneg_int, default=d.seed)
+    p.add_argument("--device", type=ca.device, default=d.device, help="auto, cpu, cuda, cuda:1 ...")
     p.add_argument("--conv-order", choices=["nhwc", "nchw"], default=d.conv_order)
     p.add_argument(
         "--backend",
@@ -61,19 +65,17 @@ def parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--out", default=d.out)
     p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
-    p.add_argument("--stop-after", type=int, help="stop after N epochs of this invocation")
+    p.add_argument(
+        "--stop-after", type=ca.positive_int, help="stop after N epochs of this invocation"
+    )
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     try:
-        NMPattern.parse(args.pattern)
-        for name in ("epochs", "batch_size", "perm_every", "candidates"):
-            if getattr(args, name) < 1:
-                raise ValueError(f"--{name.replace('_', '-')} must be >= 1")
-        check_output_dir(args.out, "--out")
         cfg = TrainConfig(**vars(args))
+        check_output_dir(args.out, "--out")
         train(cfg)
     except (ValueError, DataMissingError, IdxError, RuntimeError) as err:
         print(f"error: {err}", file=sys.stderr)

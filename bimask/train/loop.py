@@ -38,7 +38,14 @@ def resolve_device(name: str) -> torch.device:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name.startswith("cuda") and not torch.cuda.is_available():
         raise ValueError(f"--device {name}: CUDA is not available on this machine; use cpu")
-    return torch.device(name)
+    device = torch.device(name)
+    count = torch.cuda.device_count() if device.type == "cuda" else 0
+    if device.type == "cuda" and device.index is not None and device.index >= count:
+        raise ValueError(
+            f"--device {name}: this machine has {count} CUDA device(s), cuda:0 to "
+            f"cuda:{count - 1}; choose one of them"
+        )
+    return device
 
 
 def build_sparse_model(cfg: TrainConfig) -> tuple[nn.Module, list]:
@@ -69,7 +76,8 @@ def _optimizer(cfg: TrainConfig, model: nn.Module, steps: int):
     kind = cfg.optimizer or DEFAULT_OPTIMIZER[cfg.model]
     if kind not in _OPT_DEFAULTS:
         raise ValueError(f"unknown optimizer {kind!r}; choose sgd or adamw")
-    lr, wd = cfg.lr or _OPT_DEFAULTS[kind][0], cfg.weight_decay
+    lr, wd = cfg.lr, cfg.weight_decay  # None: the optimizer's default; 0 is rejected by cfg
+    lr = _OPT_DEFAULTS[kind][0] if lr is None else lr
     wd = _OPT_DEFAULTS[kind][1] if wd is None else wd
     decay = [p for p in model.parameters() if p.dim() > 1]
     no_decay = [p for p in model.parameters() if p.dim() <= 1]
@@ -138,6 +146,7 @@ def fit(cfg: TrainConfig, device: torch.device, info: DistInfo) -> tuple[dict, n
         resume_state = read_checkpoint(ckpt_path, device)
         check_resume_config(resume_state["config"], cfg.to_dict(), ckpt_path)
     data = load_dataset(cfg.dataset, cfg.data_dir, seed=cfg.seed)
+    cfg.check_sizes(len(data.train.labels), len(data.test.labels), info.world_size)
     train_set = TensorDataset(*_subset(data.train, cfg.train_subset))
     test_set = TensorDataset(*_subset(data.test, cfg.test_subset))
     sampler = DistributedSampler(train_set, info.world_size, info.rank, shuffle=True, seed=cfg.seed)
