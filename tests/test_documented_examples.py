@@ -102,6 +102,15 @@ def plan(cmd: str) -> tuple[str | None, list[str], str | None]:
         module, argv = words[2], words[3:]
     if module == "kernels" and argv[:1] == ["compile"]:
         why = why or "needs nvcc"
+    if module == "kernels" and argv[:1] == ["build"]:
+        why = why or "needs nvcc and builds every kernel of a run (minutes)"
+    if module == "suite" and argv[:1] == ["first-look"]:
+        why = why or (
+            "reads the kernel cache the build example writes (tests/test_first_look.py runs "
+            "the dry run on a planted cache)"
+            if "--dry-run" in argv
+            else GPU
+        )
     if (module == "kernels" and argv[:1] == ["check"]) or re.search(
         r"--tier gpu|--device cuda|--backend kernels", cmd
     ):

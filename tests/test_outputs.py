@@ -100,8 +100,9 @@ def test_report_only_refuses_a_csv_that_is_not_a_compare_results_file(tmp_path, 
     assert err.startswith("error: ") and "is not a bimask.compare results file" in err
     assert "method" in err and "Traceback" not in err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["results.csv"]
-    assert compare.main(["--report-only", str(tmp_path)]) == 2
-    assert "is a folder, not a file" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as stop:  # argparse's type check (bimask.cli_args)
+        compare.main(["--report-only", str(tmp_path)])
+    assert stop.value.code == 2 and "is not a file" in capsys.readouterr().err
 
 
 def test_compare_checks_its_outputs_before_training(tmp_path, capsys, monkeypatch):
