@@ -11,10 +11,12 @@ from pathlib import Path
 import torch
 
 from bimask import PERMUTATIONS
+from suite import budget as bench_budget
 from suite import store
-from suite.backends import BACKENDS, available_backends, get_backend
+from suite.backends import BACKENDS, get_backend
 from suite.cache import CacheMismatchError, ResultCache
 from suite.device import capture, fingerprint
+from suite.plan import make_plan
 from suite.problem import PASSES, GemmProblem
 from suite.shapes import benchmark_layers
 from suite.strategies import STRATEGIES
@@ -50,8 +52,9 @@ def cmd_bench(args) -> int:
     tier = args.tier
     if tier == "auto":
         tier = "gpu" if torch.cuda.is_available() else "cpu"
-    if tier == "gpu" and not torch.cuda.is_available():
-        raise SystemExit("error: --tier gpu needs a CUDA device; use --tier cpu")
+    if tier == "gpu" and not torch.cuda.is_available() and not args.plan:
+        raise SystemExit("error: --tier gpu needs a CUDA device; use --tier cpu (or --plan)")
+    time_budget = bench_budget.bench_budget(args, tier)
     layer_tier = "quick" if args.quick else tier
     patterns, perms, dtype, budget = TIER_DEFAULTS[layer_tier]
     if args.perms and (unknown := set(args.perms) - set(PERMUTATIONS)):
@@ -64,7 +67,7 @@ def cmd_bench(args) -> int:
         raise SystemExit(f"error: unknown backend {unknown}; choose from {sorted(BACKENDS)}")
     backends = tuple(
         b.name
-        for b in available_backends(device)
+        for b in bench_budget.candidate_backends(device, args.plan)
         if args.backends is None or b.name in args.backends
     )
     if args.backends and not backends:
@@ -86,14 +89,19 @@ def cmd_bench(args) -> int:
         device,
         TuneSettings(strategy, max_evals, None, args.seed, budget_s=args.budget_s or budget),
         passes=tuple(args.passes or PASSES),
-        space=args.space,
+        space=bench_budget.default_space(args.space, time_budget),
     )
     shard = _shard(args.shard)
     out = Path(args.out)
     out_shard = out / f"shard-{shard[0]}" if shard[1] > 1 else out
-    cache = ResultCache(args.cache or out_shard / "cache.jsonl", fingerprint(device))
+    cache_path = Path(args.cache or out_shard / "cache.jsonl")
+    if args.plan:  # prints the plan; creates, changes and runs nothing
+        print(bench_budget.print_plan(spec, cache_path, device, shard, time_budget))
+        return 0
+    cache = ResultCache(cache_path, fingerprint(device))
+    plan = make_plan(spec, cache, shard, time_budget)
     before = capture(device)
-    df = run_sweep(spec, cache, shard, progress=not args.no_progress)
+    df = run_sweep(plan.spec, cache, shard, progress=not args.no_progress, plan=plan)
     meta = {
         "tier": tier if not args.quick else f"{tier} (quick)",
         "device_before": before,
@@ -101,8 +109,12 @@ def cmd_bench(args) -> int:
         "fingerprint": fingerprint(device),
         "shard": list(shard),
         "backends": list(backends),
+        **plan.meta(),
     }
     store.save(df, out_shard, meta)
+    bench_budget.write_skipped(plan, out_shard)
+    if line := bench_budget.skipped_line(plan):
+        print(line)
     if shard[1] > 1:
         if os.environ.get("WORLD_SIZE"):
             import torch.distributed as dist
@@ -253,6 +265,8 @@ def parser() -> argparse.ArgumentParser:
         formatter_class=fmt,
         help="run the sweep for this machine",
         epilog="example: python -m suite bench --tier cpu --quick --out /tmp/b\n"
+        "         python -m suite bench --tier gpu --plan          # estimate, run nothing\n"
+        "         python -m suite bench --tier cpu --time-budget 60 --out /tmp/b60\n"
         "         torchrun --nproc_per_node=2 -m suite bench --out runs/b",
     )
     b.add_argument("--tier", choices=["auto", "cpu", "gpu"], default="auto")
@@ -267,8 +281,22 @@ def parser() -> argparse.ArgumentParser:
     b.add_argument(
         "--space",
         choices=["full", "quick"],
-        default="full",
-        help="quick: a handful of known-good configs per backend (a time-bounded first look)",
+        help="quick: a handful of known-good configs per backend (a time-bounded first look); "
+        "default: full, or quick where the full spaces do not fit a --time-budget",
+    )
+    b.add_argument(
+        "--time-budget",
+        metavar="SECONDS",
+        help="plan the sweep to fit this many seconds: headline shapes and patterns first, the "
+        f"rest while it fits, skipped tasks listed in skipped.csv (default: "
+        f"{bench_budget.DEFAULT_TIME_BUDGET_S['gpu']:.0f} on the gpu tier, none on cpu)",
+    )
+    b.add_argument("--full", action="store_true", help="the whole sweep, no time budget")
+    b.add_argument(
+        "--plan",
+        action="store_true",
+        help="print the plan (tasks, estimated seconds, what a budget skips) and run nothing; "
+        "works for --tier gpu without a GPU",
     )
     b.add_argument(
         "--strategy",
