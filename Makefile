@@ -1,6 +1,7 @@
 # make test   - CPU test suite (GPU tests are skipped with a reason where there is no GPU)
 # make bench  - the benchmark tier for this machine; results and report under results/
-#               (BENCH_ARGS="--space quick --patterns 2:4" etc. are passed to suite bench)
+#               (BENCH_ARGS="--space quick --patterns 2:4" etc. are passed to suite bench);
+#               on a GPU host the bounded tier (an 18-minute sweep budget), FULL=1 the full sweep
 SHELL := /bin/bash
 PY = $(shell scripts/ensure-env.sh)
 BENCH_OUT ?= results/bench
@@ -18,7 +19,7 @@ bench:
 	mkdir -p $(BENCH_OUT)
 	@# a fresh cache each time (resume a killed run with: python -m suite bench --out DIR)
 	rm -f $(BENCH_OUT)/$(TIER)/cache.jsonl
-	$(PY) -m suite bench --tier auto --out $(BENCH_OUT)/$(TIER) $(BENCH_ARGS)
+	$(PY) -m suite bench --tier auto --out $(BENCH_OUT)/$(TIER) $(if $(FULL),--full) $(BENCH_ARGS)
 	$(PY) -m pytest -q benchmarks --benchmark-only --benchmark-columns=min,median,iqr,rounds \
 		--benchmark-json=$(BENCH_OUT)/pytest-benchmark-$(TIER).json -s
 
