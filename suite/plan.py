@@ -18,6 +18,7 @@ from functools import cache
 
 from tqdm import tqdm
 
+from suite.backends import BACKENDS
 from suite.cache import ResultCache
 from suite.compressors import compressors_for
 from suite.costmodel import Calibration, CostModel
@@ -272,8 +273,10 @@ def make_plan(
 
     ``spec.space == "auto"``: the full spaces, unless they would skip tasks that the backends'
     quick spaces fit; then the quick ones."""
-    if spec.space != "auto":
-        return _estimate(spec, cache, shard, budget_s, clock)
+    if spec.space != "auto" or not any(BACKENDS[b].quick_space for b in spec.backends):
+        return _estimate(
+            replace(spec, space=spec.space.replace("auto", "full")), cache, shard, budget_s, clock
+        )
     full = _estimate(replace(spec, space="full"), cache, shard, budget_s, clock)
     if not full.skipped:
         return full

@@ -173,3 +173,16 @@ def test_cost_model_uses_calibration_and_min_reps():
     assert slow.config_s(p, "x") >= 5 * slow.kernel_s(p, "x")  # min_reps beats the budget
     gpu = CostModel("cuda", 1.0)
     assert gpu.kernel_s(p, "cusparselt") < gpu.kernel_s(p, "bimask_dense")
+
+
+def test_make_bench_full_passes_full_through():
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    cmd = ["make", "-n", "-C", str(root), "bench", f"PY={sys.executable}", "TIER=gpu"]
+    full = subprocess.run([*cmd, "FULL=1"], capture_output=True, text=True, timeout=60).stdout
+    plain = subprocess.run(cmd, capture_output=True, text=True, timeout=60).stdout
+    assert "-m suite bench --tier auto" in plain and "--full" not in plain
+    assert "-m suite bench --tier auto" in full and " --full" in full
