@@ -101,6 +101,17 @@ def test_b_cached_tasks_are_planned_at_zero_cost(tmp_path):
     assert "torch_dense" in plan.model.calibration.flops_per_s
 
 
+def test_b_a_partly_cached_search_costs_only_its_missing_configs(tmp_path):
+    spec = _spec(layers=(SMALL[0],), patterns=("2:4",), perms=("identity",), passes=("fwd",))
+    spec = SweepSpec(**{**spec.__dict__, "backends": ("torch_tiled",)})
+    cache = ResultCache(tmp_path / "cache.jsonl", fingerprint("cpu"))
+    problem = sweep_mod.gemm_tasks(spec)[0][0]
+    tune(problem, get_backend("torch_tiled"), cache, TuneSettings("annealing", 3, budget_s=0.01))
+    five = SweepSpec(**{**spec.__dict__, "settings": TuneSettings("annealing", 5, budget_s=0.01)})
+    (task,) = [t for t in make_plan(five, cache).tasks if t.kind == "gemm"]
+    assert task.configs == 2  # the same seeded search replays its 3 cached configs for free
+
+
 def test_c_the_wall_clock_recheck_skips_what_no_longer_fits(simulated):
     clock, state = simulated
     spec = _spec(layers=(HEADLINE,), patterns=("2:4",), perms=("greedy",))
