@@ -98,6 +98,9 @@ class Plan:
     clock: Callable[[], float] = time.monotonic
     _spent: list[tuple[float, float]] = field(default_factory=list)  # (estimate, actual)
 
+    def __post_init__(self) -> None:
+        self.planned_s = self.estimate_s  # before any wall-clock skip
+
     @property
     def taken(self) -> list[PlannedTask]:
         return [t for t in self.tasks if not t.skip_reason]
@@ -141,7 +144,8 @@ class Plan:
                 if est > 0 and need > left:
                     why = f"time budget: estimated {need:.0f} s, {max(left, 0):.0f} s left"
                     for u in rest:
-                        u.skip_reason = why + " (wall clock)"
+                        if not u.cached:  # cached rows cost nothing: they still come
+                            u.skip_reason = why + " (wall clock)"
                     bar.total = max(bar.total - est, bar.n)
                     bar.refresh()
                     continue
@@ -156,7 +160,7 @@ class Plan:
     def meta(self) -> dict:
         return {
             "time_budget_s": self.budget_s,
-            "plan_estimate_s": round(self.estimate_s, 1),
+            "plan_estimate_s": round(self.planned_s, 1),
             "space": self.spec.space,
             "skipped_tasks": len(self.skipped),
         }
@@ -257,7 +261,8 @@ def _fit(tasks: list[PlannedTask], budget_s: float | None) -> None:
         est = sum(t.estimate_s for t in group)
         if est > left:
             for t in group:
-                t.skip_reason = f"time budget: estimated {est:.0f} s, {left:.0f} s left"
+                if not t.cached:  # cached rows cost nothing and are measured data: keep them
+                    t.skip_reason = f"time budget: estimated {est:.0f} s, {left:.0f} s left"
             continue
         left -= est
 

@@ -99,6 +99,9 @@ def test_b_cached_tasks_are_planned_at_zero_cost(tmp_path):
     assert not by_backend["torch_tiled"].cached and by_backend["torch_tiled"].estimate_s > 0
     # the measured rows calibrate the model: torch_dense's throughput comes from the cache
     assert "torch_dense" in plan.model.calibration.flops_per_s
+    tight = {t.task[1]: t for t in make_plan(spec, cache, budget_s=1e-3).tasks if t.kind == "gemm"}
+    assert not tight["torch_dense"].skip_reason  # measured rows still come, at no cost
+    assert tight["torch_tiled"].skip_reason.startswith("time budget: estimated")
 
 
 def test_b_a_partly_cached_search_costs_only_its_missing_configs(tmp_path):
