@@ -265,7 +265,7 @@ def parser() -> argparse.ArgumentParser:
         formatter_class=fmt,
         help="run the sweep for this machine",
         epilog="example: python -m suite bench --tier cpu --quick --out /tmp/b\n"
-        "         python -m suite bench --tier gpu --plan          # estimate, run nothing\n"
+        "         python -m suite bench --tier gpu --plan\n"
         "         python -m suite bench --tier cpu --quick --time-budget 20 --out /tmp/b20\n"
         "         torchrun --nproc_per_node=2 -m suite bench --out runs/b",
     )
