@@ -3,6 +3,8 @@
 #               (git-ignored; the committed reference results are in results/reference/bench/).
 #               Resumes a killed run; FRESH=1 starts afresh. BENCH_ARGS="--space quick
 #               --patterns 2:4" etc. are passed to suite bench.
+#               On a GPU host the tier is bounded (an 18-minute sweep budget); FULL=1 runs the
+#               full sweep.
 SHELL := /bin/bash
 PY = $(shell scripts/ensure-env.sh)
 BENCH_OUT ?= runs/bench
@@ -19,7 +21,8 @@ test:
 bench:
 	@# resumes from $(BENCH_OUT)/$(TIER)/cache.jsonl when a run was killed; FRESH=1 starts afresh
 	@# (suite bench checks every argument first, then moves the old cache aside, never deletes it)
-	$(PY) -m suite bench --tier auto --out $(BENCH_OUT)/$(TIER) $(if $(FRESH),--fresh) $(BENCH_ARGS)
+	$(PY) -m suite bench --tier auto --out $(BENCH_OUT)/$(TIER) $(if $(FRESH),--fresh) \
+		$(if $(FULL),--full) $(BENCH_ARGS)
 	$(PY) -m pytest -q benchmarks --benchmark-only --benchmark-columns=min,median,iqr,rounds \
 		--benchmark-json=$(BENCH_OUT)/pytest-benchmark-$(TIER).json -s
 

@@ -14,10 +14,12 @@ import torch
 from bimask import PERMUTATIONS
 from bimask import cli_args as ca
 from bimask.outputs import check_input_file, check_output_dir, check_output_file
+from suite import budget as bench_budget
 from suite import run_folder, shards, store
-from suite.backends import BACKENDS, available_backends, get_backend
+from suite.backends import BACKENDS, get_backend
 from suite.cache import CacheMismatchError, ResultCache
 from suite.device import capture, fingerprint
+from suite.plan import make_plan
 from suite.problem import DTYPES, PASSES, GemmProblem
 from suite.shapes import benchmark_layers
 from suite.strategies import STRATEGIES
@@ -48,14 +50,15 @@ def cmd_bench(args) -> int:
     tier = args.tier
     if tier == "auto":
         tier = "gpu" if torch.cuda.is_available() else "cpu"
-    if tier == "gpu" and not torch.cuda.is_available():
-        raise ca.UsageError("--tier gpu needs a CUDA device; use --tier cpu")
+    if tier == "gpu" and not torch.cuda.is_available() and not args.plan:
+        raise ca.UsageError("--tier gpu needs a CUDA device; use --tier cpu (or --plan)")
+    time_budget = bench_budget.bench_budget(args, tier)
     layer_tier = "quick" if args.quick else tier
     patterns, perms, dtype, budget = TIER_DEFAULTS[layer_tier]
     device = "cuda" if tier == "gpu" else "cpu"
     backends = tuple(
         b.name
-        for b in available_backends(device)
+        for b in bench_budget.candidate_backends(device, args.plan)
         if args.backends is None or b.name in args.backends
     )
     if args.backends and not backends:
@@ -78,17 +81,21 @@ def cmd_bench(args) -> int:
         device,
         TuneSettings(strategy, max_evals, None, args.seed, budget_s=budget_s),
         passes=tuple(args.passes or PASSES),
-        space=args.space,
+        space=bench_budget.default_space(args.space, time_budget),
     )
     shard = _shard(args.shard)
     out = Path(args.out)
     out_shard = out / f"shard-{shard[0]}" if shard[1] > 1 else out
     cache_path = Path(args.cache) if args.cache else out_shard / "cache.jsonl"
+    if args.plan:  # prints the plan; creates, changes and runs nothing
+        print(bench_budget.print_plan(spec, cache_path, device, shard, time_budget))
+        return 0
     if args.fresh and (aside := run_folder.move_aside(cache_path)):
         print(f"--fresh: moved the old cache to {aside}", file=sys.stderr)
     cache = ResultCache(cache_path, fingerprint(device))
+    plan = make_plan(spec, cache, shard, time_budget)
     before = capture(device)
-    df = run_sweep(spec, cache, shard, progress=not args.no_progress)
+    df = run_sweep(plan.spec, cache, shard, progress=not args.no_progress, plan=plan)
     meta = {
         "tier": tier if not args.quick else f"{tier} (quick)",
         "device_before": before,
@@ -96,8 +103,12 @@ def cmd_bench(args) -> int:
         "fingerprint": fingerprint(device),
         "shard": list(shard),
         "backends": list(backends),
+        **plan.meta(),
     }
     store.save(df, out_shard, meta)
+    bench_budget.write_skipped(plan, out_shard)
+    if line := bench_budget.skipped_line(plan):
+        print(line)
     if shard[1] > 1:
         if os.environ.get("WORLD_SIZE"):
             import torch.distributed as dist
@@ -316,6 +327,8 @@ def parser() -> argparse.ArgumentParser:
         formatter_class=fmt,
         help="run the sweep for this machine",
         epilog="example: python -m suite bench --tier cpu --quick --out /tmp/b\n"
+        "         python -m suite bench --tier gpu --plan\n"
+        "         python -m suite bench --tier cpu --quick --time-budget 20 --out /tmp/b20\n"
         "         torchrun --nproc_per_node=2 -m suite bench --out runs/b",
     )
     b.add_argument("--tier", choices=["auto", "cpu", "gpu"], default="auto")
@@ -354,8 +367,22 @@ def parser() -> argparse.ArgumentParser:
     b.add_argument(
         "--space",
         choices=["full", "quick"],
-        default="full",
-        help="quick: a handful of known-good configs per backend (a time-bounded first look)",
+        help="quick: a handful of known-good configs per backend (a time-bounded first look); "
+        "default: full, or quick where the full spaces do not fit a --time-budget",
+    )
+    b.add_argument(
+        "--time-budget",
+        metavar="SECONDS",
+        help="plan the sweep to fit this many seconds: headline shapes and patterns first, the "
+        f"rest while it fits, skipped tasks listed in skipped.csv (default: "
+        f"{bench_budget.DEFAULT_TIME_BUDGET_S['gpu']:.0f} on the gpu tier, none on cpu)",
+    )
+    b.add_argument("--full", action="store_true", help="the whole sweep, no time budget")
+    b.add_argument(
+        "--plan",
+        action="store_true",
+        help="print the plan (tasks, estimated seconds, what a budget skips) and run nothing; "
+        "works for --tier gpu without a GPU",
     )
     b.add_argument(
         "--strategy",

@@ -178,8 +178,9 @@ def _failed_row(op, layer, pattern, device, status, reason, backend) -> dict:
     return {**row, "status": status, "reason": reason, "median_ms": nan}
 
 
-def _cached_mask_rows(cache, layer, pattern, perm, spec) -> list[dict]:
-    key = {
+def mask_key(layer: Layer, pattern: str, perm: str, spec: SweepSpec) -> dict:
+    """The cache key of one mask task's rows."""
+    return {
         "op": "mask_rows",
         "layer": layer.name,
         "out": layer.out,
@@ -188,6 +189,10 @@ def _cached_mask_rows(cache, layer, pattern, perm, spec) -> list[dict]:
         "perm": perm,
         "backends": sorted(spec.backends),
     }
+
+
+def _cached_mask_rows(cache, layer, pattern, perm, spec) -> list[dict]:
+    key = mask_key(layer, pattern, perm, spec)
     hit = cache.get(key) if cache is not None else None
     if hit is not None:
         return hit["rows"]
@@ -204,19 +209,33 @@ def _backend(name: str, spec: SweepSpec):
     return backend
 
 
+def sweep_work(spec: SweepSpec, shard: tuple[int, int] = (0, 1)) -> list[tuple[str, tuple]]:
+    """This shard's tasks in sweep order: ("gemm", (problem, backend)) and ("mask", ...)."""
+    index, count = shard
+    work = [("gemm", t) for t in gemm_tasks(spec)] + [("mask", t) for t in mask_tasks(spec)]
+    return work[index::count]
+
+
 def run_sweep(
     spec: SweepSpec,
     cache: ResultCache | None = None,
     shard: tuple[int, int] = (0, 1),
     progress: bool = True,
+    plan=None,
 ) -> pd.DataFrame:
-    """Run (this shard of) the sweep; returns one row per measurement, failures included."""
-    index, count = shard
-    work = [("gemm", t) for t in gemm_tasks(spec)] + [("mask", t) for t in mask_tasks(spec)]
-    work = work[index::count]
+    """Run (this shard of) the sweep; returns one row per measurement, failures included.
+
+    ``plan`` (a :class:`suite.plan.Plan` of this spec and shard): run its tasks in its order,
+    skip what it skips or what no longer fits the wall clock, show its ETA."""
+    if plan is not None:
+        bar = plan.progress_bar(disable=not progress)
+        steps = plan.run(bar)
+    else:
+        work = sweep_work(spec, shard)
+        bar = tqdm(work, desc="sweep", disable=not progress, file=sys.stderr, dynamic_ncols=True)
+        steps = bar
     rows: list[dict] = []
-    bar = tqdm(work, desc="sweep", disable=not progress, file=sys.stderr, dynamic_ncols=True)
-    for kind, task in bar:
+    for kind, task in steps:
         if kind == "gemm":
             problem, backend = task
             bar.set_postfix_str(f"{problem.layer} {problem.pass_} {problem.pattern} {backend}")

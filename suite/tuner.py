@@ -161,6 +161,22 @@ def inputs_and_reference(problem: GemmProblem, device: str, dense: bool = False)
     return _LAST_INPUTS["dense"]
 
 
+def cache_base_key(problem: GemmProblem, backend: Backend, version: str | None = None) -> dict:
+    """The cache key of ``problem`` on ``backend`` without the config (tune adds it)."""
+    version = backend.version() if version is None else version
+    key = {**problem.key(), "backend": backend.name, "backend_version": version}
+    if backend.dense_operand:
+        key["operand"] = "unmasked"  # not the rows of older runs, timed on the masked A
+    return key
+
+
+def unsupported_reason(problem: GemmProblem, backend: Backend) -> str | None:
+    """Why ``backend`` cannot run ``problem`` at all (tune records one row and measures nothing)."""
+    return backend.supports(problem) or (
+        None if problem.dtype in backend.dtypes else f"{backend.name} does not run {problem.dtype}"
+    )
+
+
 def tune(
     problem: GemmProblem,
     backend: Backend,
@@ -169,18 +185,14 @@ def tune(
     device: str = "cpu",
 ) -> list[dict]:
     """Search the backend's space for ``problem``; returns one row per evaluated config."""
-    why = backend.supports(problem) or (
-        None if problem.dtype in backend.dtypes else f"{backend.name} does not run {problem.dtype}"
-    )
+    why = unsupported_reason(problem, backend)
     if why:
         row = _failed(base_row(problem, backend, None, device), "unsupported", why)
         mark_best([row])
         return [row]
     inputs: GemmInputs | None = None
     ref = None
-    base_key = {**problem.key(), "backend": backend.name, "backend_version": backend.version()}
-    if backend.dense_operand:
-        base_key["operand"] = "unmasked"  # not the rows of older runs, timed on the masked A
+    base_key = cache_base_key(problem, backend)
     rows: list[dict] = []
 
     def cost(config: Config) -> float:
