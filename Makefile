@@ -21,8 +21,7 @@ test:
 bench:
 	@# resumes from $(BENCH_OUT)/$(TIER)/cache.jsonl when a run was killed; FRESH=1 starts afresh
 	@# (suite bench checks every argument first, then moves the old cache aside, never deletes it)
-	$(PY) -m suite bench --tier auto --out $(BENCH_OUT)/$(TIER) $(if $(FRESH),--fresh) \
-		$(if $(FULL),--full) $(BENCH_ARGS)
+	$(PY) -m suite bench --tier auto --out $(BENCH_OUT)/$(TIER) $(if $(FRESH),--fresh) $(if $(FULL),--full) $(BENCH_ARGS)
 	$(PY) -m pytest -q benchmarks --benchmark-only --benchmark-columns=min,median,iqr,rounds \
 		--benchmark-json=$(BENCH_OUT)/pytest-benchmark-$(TIER).json -s
 
