@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import torch
 
+from kernels import device as kdevice
 from kernels.format import TILE, Compressed, check_sparse_pattern
 from kernels.launch import LAUNCHERS, arch_of, gemm_launch
 from kernels.registry import GEMM_FAMILIES, VARIANTS
@@ -24,7 +25,7 @@ def _dtype_name(t: torch.Tensor) -> str:
 
 
 def _arch(t: torch.Tensor) -> str:
-    return arch_of(torch.cuda.get_device_capability(t.device))
+    return arch_of(kdevice.device_info(t.device).cc)
 
 
 def _pad_k(b: torch.Tensor, multiple: int = 8) -> torch.Tensor:
@@ -119,10 +120,17 @@ def nm_gemm(
             raise ValueError("perm applies to the sparse kernel only")
         name, (m, k), elem = roles["dense"], a.shape, a
     variant = VARIANTS[name]
-    if why := variant.runs_on(torch.cuda.get_device_capability(elem.device)):
+    info = kdevice.device_info(elem.device)
+    if why := variant.runs_on(info.cc):
         raise ValueError(f"{why}; family='sm80' runs on any sm_80+ GPU")
     if not variant.space().allows(config.to_dict()):
         raise ValueError(f"{name}: config {config.to_json()} breaks a restriction")
+    if (need := variant.smem(config.to_dict())) > info.smem_optin:
+        raise ValueError(
+            f"{name}: config {config.to_json()} needs {need} bytes of shared memory per block, "
+            f"this device ({info}) allows {info.smem_optin}; pick one of "
+            f"VARIANTS[{name!r}].space(smem_limit={info.smem_optin})"
+        )
     if b.shape[1] != k:
         raise ValueError(f"B has K={b.shape[1]}, A has K={k}")
     dtype = _dtype_name(elem)
@@ -132,7 +140,7 @@ def nm_gemm(
     f32 = out_dtype == torch.float32 or split > 1
     extra = (("OUT_F32", int(f32)), ("TRANS_C", int(transpose_out)))  # split-K implies f32
     run = LAUNCHERS[launcher]
-    fn = run.function(name, extra, config, dtype, _arch(elem))
+    fn = run.function(name, extra, config, dtype, arch_of(info.cc))
     n = b.shape[0]
     b = _pad_k(b)
     shape = (n, m) if transpose_out else (m, n)

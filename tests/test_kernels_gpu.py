@@ -203,3 +203,29 @@ def test_cli_check_passes_on_this_device(family):
 
     results = check_family(family)
     assert len(results) == 3 and all(r.ok and not r.skipped for r in results), results
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_the_largest_config_this_device_allows_launches_and_one_beyond_is_refused(family):
+    """The space restricted by the device's own opt-in shared memory launches at its edge (the
+    config asking the most shared memory), and a config needing more is a clear error."""
+    from kernels.device import device_info
+    from kernels.registry import GEMM_FAMILIES
+
+    info = device_info(torch.cuda.current_device())
+    g = torch.Generator().manual_seed(13)
+    m, n, k = 200, 136, 320
+    w = torch.randn(m, k, generator=g).bfloat16()
+    a = w * nm_mask(w, "2:4")
+    x = torch.randn(n, k, generator=g).bfloat16()
+    ref = a.double() @ x.double().t()
+    for role, lhs in (("sparse", _to_gpu(compress(a, "2:4"))), ("dense", a.cuda())):
+        v = VARIANTS[GEMM_FAMILIES[family][role]]
+        assert v.smem(v.default().to_dict()) <= info.smem_optin
+        fits = [c for c in v.space(smem_limit=info.smem_optin) if c["SPLIT_K"] == 1]
+        edge = max(fits, key=lambda c: v.smem(c.to_dict()))
+        assert _rel(_run(lhs, x.cuda(), edge, family=family), ref) < 1e-2, edge.to_json()
+        beyond = [c for c in v.space() if v.smem(c.to_dict()) > info.smem_optin]
+        if beyond:  # none where the device allows the whole space (A100 for sm80)
+            with pytest.raises(ValueError, match="bytes of shared memory per block"):
+                _run(lhs, x.cuda(), beyond[0], family=family)

@@ -18,6 +18,7 @@ import torch
 
 from kernels import compress
 from kernels.build import nvcc_version, source_hash
+from kernels.device import current_smem_limit
 from kernels.ops import nm_gemm
 from kernels.registry import GEMM_FAMILIES, VARIANTS
 from suite.backends.base import Backend, BackendFailure, Prepared
@@ -35,7 +36,7 @@ QUICK_TUNABLES = {
     "sm80": {
         "BLOCK_M": (128, 256),
         "BLOCK_N": (128,),
-        "BLOCK_K": (64,),
+        "BLOCK_K": (32, 64),
         "WARPS_M": (2, 4),
         "WARPS_N": (2,),
         "STAGES": (3, 4),
@@ -55,12 +56,22 @@ QUICK_TUNABLES = {
 }
 
 
-def _space(name: str, problem, tunables: dict | None = None) -> SearchSpace:
-    base = VARIANTS[name].space()
+# ... of which only these pairs: 32-deep tiles in four stages (they fit the 99 KB devices: 8.6,
+# 8.9, 12.x) and 64-deep ones in three
+QUICK_RULES = {
+    "sm80": (lambda c: (c["BLOCK_K"], c["STAGES"]) in {(32, 4), (64, 3)},),
+    "sm90": (),
+}
+
+
+def _space(name: str, problem, tunables: dict | None = None, rules: tuple = ()) -> SearchSpace:
+    """The variant's space (or ``tunables`` within it, with ``rules``), restricted to what this
+    host's GPU, if it has one, can launch."""
+    base = VARIANTS[name].space(smem_limit=current_smem_limit())
     tunables = dict(tunables or base.tunables)
     if not name.startswith("dense_gemm") and problem.pass_ == "bwd-data" and problem.perm != "-":
         tunables["perm_realisation"] = ("in_kernel", "separate_op", "physical")
-    return SearchSpace(tunables, base.restrictions)
+    return SearchSpace(tunables, (*base.restrictions, *rules))
 
 
 def _kernel_config(config: Config) -> Config:
@@ -130,7 +141,9 @@ def _family_backends(family: str, suffix: str, sparse_about: str, dense_about: s
             "sparse",
             partial(_sparse, family=family),
             partial(_space, roles["sparse"]),
-            quick_space=partial(_space, roles["sparse"], tunables=QUICK_TUNABLES[family]),
+            quick_space=partial(
+                _space, roles["sparse"], tunables=QUICK_TUNABLES[family], rules=QUICK_RULES[family]
+            ),
             supports=_sparse_supports,
             available=partial(_available, roles["sparse"]),
             version=partial(_version, family),
@@ -143,7 +156,9 @@ def _family_backends(family: str, suffix: str, sparse_about: str, dense_about: s
             "dense",
             partial(_dense, family=family),
             partial(_space, roles["dense"]),
-            quick_space=partial(_space, roles["dense"], tunables=QUICK_TUNABLES[family]),
+            quick_space=partial(
+                _space, roles["dense"], tunables=QUICK_TUNABLES[family], rules=QUICK_RULES[family]
+            ),
             available=partial(_available, roles["dense"]),
             version=partial(_version, family),
             dense_operand=True,
