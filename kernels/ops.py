@@ -12,25 +12,15 @@ import torch
 from kernels import device as kdevice
 from kernels.format import TILE, Compressed, check_sparse_pattern
 from kernels.launch import LAUNCHERS, arch_of, gemm_launch
-from kernels.registry import GEMM_FAMILIES, VARIANTS
+from kernels.registry import VARIANTS
 from kernels.space import Config
-
-DTYPE_NAMES = {torch.bfloat16: "bfloat16", torch.float16: "float16"}
-
-
-def _dtype_name(t: torch.Tensor) -> str:
-    if t.dtype not in DTYPE_NAMES:
-        raise TypeError(f"the tensor-core kernels take bfloat16 or float16, got {t.dtype}")
-    return DTYPE_NAMES[t.dtype]
-
-
-def _arch(t: torch.Tensor) -> str:
-    return arch_of(kdevice.device_info(t.device).cc)
+from kernels.validate import check_compress_input, gemm_plan
 
 
 def _pad_k(b: torch.Tensor, multiple: int = 8) -> torch.Tensor:
+    """``b`` itself when its rows are whole 16-byte chunks, else a zero-padded copy."""
     k = b.shape[1]
-    if k % multiple == 0 and b.is_contiguous():  # the kernel takes leading dimension = K
+    if k % multiple == 0:  # contiguous (checked): the kernel takes leading dimension = K
         return b
     out = torch.zeros(b.shape[0], -(-k // multiple) * multiple, dtype=b.dtype, device=b.device)
     out[:, :k] = b
@@ -48,6 +38,8 @@ def compress_gpu(
     """Compress on the GPU: top-N of each M of ``w`` (mask + pack), or, with ``masked``, the
     nonzeros of an already-masked matrix. Same bytes as ``kernels.format.compress``."""
     p = check_sparse_pattern(pattern)
+    name = "nm_compress_masked" if masked else "nm_compress"
+    dtype = check_compress_input(w, threads, VARIANTS[name])
     if not masked and (16 % p.m):
         raise ValueError(f"GPU mask+pack handles groups that tile 16 columns; {p} does not")
     rows, k = w.shape
@@ -56,12 +48,13 @@ def compress_gpu(
     rp, kp = -(-rows // TILE) * TILE, -(-k // TILE) * TILE
     vals = torch.empty(rp, kp // 2, dtype=w.dtype, device=w.device)
     meta = torch.empty(rp // 32, kp // 32, 32, dtype=torch.int32, device=w.device)
+    if rp == 0 or kp == 0:  # nothing to pack: no launch (a zero-block grid is a launch error)
+        return Compressed(vals, meta, rows, k, str(p))
     error = torch.zeros(1, dtype=torch.int32, device=w.device)
-    name = "nm_compress_masked" if masked else "nm_compress"
     extra = () if masked else (("GROUP_M", p.m), ("GROUP_N", p.n))
     run = LAUNCHERS[launcher]
     config = Config.of({"THREADS_PER_BLOCK": threads})
-    fn = run.function(name, extra, config, _dtype_name(w), _arch(w))
+    fn = run.function(name, extra, config, dtype, arch_of(kdevice.device_info(w.device).cc))
     w = w.contiguous()
     total = rp * (kp // 16)
     args = [
@@ -103,58 +96,42 @@ def nm_gemm(
     """C = A . B^T with A compressed (sparse path) or a dense tensor (dense kernel).
 
     ``perm`` (int32, length K) makes the kernel read B's columns as B[:, perm] (the permuted
-    Bi-Mask backward); ``transpose_out`` writes C^T. Split-K configs accumulate in float32.
-    ``family`` picks the kernel source: "sm80" (mma.sync / mma.sp, any sm_80+ GPU) or "sm90"
-    (wgmma, Hopper only); both read the same compressed format.
+    Bi-Mask backward); ``transpose_out`` writes C^T. Split-K configs accumulate in float32 (and
+    need a float32 ``out``). ``family`` picks the kernel source: "sm80" (mma.sync / mma.sp, any
+    sm_80+ GPU) or "sm90" (wgmma, Hopper only); both read the same compressed format. Every
+    operand is checked first (``kernels.validate``): all on one CUDA device, contiguous, 16-byte
+    aligned where the kernel reads vectors, of matching dtypes and shapes. An empty M or N gives
+    an empty result, K = 0 a zero one, without a launch.
     """
-    if family not in GEMM_FAMILIES:
-        raise ValueError(f"unknown kernel family {family!r}; choose one of {sorted(GEMM_FAMILIES)}")
-    roles = GEMM_FAMILIES[family]
-    sparse = isinstance(a, Compressed)
-    if sparse:
-        name = roles["gather"] if perm is not None else roles["sparse"]
-        m, k = a.rows, a.k
-        elem = a.values
-    else:
-        if perm is not None:
-            raise ValueError("perm applies to the sparse kernel only")
-        name, (m, k), elem = roles["dense"], a.shape, a
-    variant = VARIANTS[name]
-    info = kdevice.device_info(elem.device)
-    if why := variant.runs_on(info.cc):
-        raise ValueError(f"{why}; family='sm80' runs on any sm_80+ GPU")
-    if not variant.space().allows(config.to_dict()):
-        raise ValueError(f"{name}: config {config.to_json()} breaks a restriction")
-    if (need := variant.smem(config.to_dict())) > info.smem_optin:
-        raise ValueError(
-            f"{name}: config {config.to_json()} needs {need} bytes of shared memory per block, "
-            f"this device ({info}) allows {info.smem_optin}; pick one of "
-            f"VARIANTS[{name!r}].space(smem_limit={info.smem_optin})"
-        )
-    if b.shape[1] != k:
-        raise ValueError(f"B has K={b.shape[1]}, A has K={k}")
-    dtype = _dtype_name(elem)
-    if b.dtype != elem.dtype:
-        raise TypeError(f"A is {elem.dtype} but B is {b.dtype}")
+    plan = gemm_plan(
+        a,
+        b,
+        config,
+        family=family,
+        perm=perm,
+        out=out,
+        out_dtype=out_dtype,
+        transpose_out=transpose_out,
+    )
+    m, n, k, variant = plan.m, plan.n, plan.k, plan.variant
     split = config["SPLIT_K"]
-    f32 = out_dtype == torch.float32 or split > 1
-    extra = (("OUT_F32", int(f32)), ("TRANS_C", int(transpose_out)))  # split-K implies f32
-    run = LAUNCHERS[launcher]
-    fn = run.function(name, extra, config, dtype, arch_of(info.cc))
-    n = b.shape[0]
-    b = _pad_k(b)
-    shape = (n, m) if transpose_out else (m, n)
     c = (
         out
         if out is not None
-        else (torch.zeros if split > 1 else torch.empty)(
-            shape, dtype=torch.float32 if f32 else elem.dtype, device=b.device
-        )
+        else torch.empty(plan.out_shape, dtype=plan.out_dtype, device=b.device)
     )
-    if split > 1:
-        c.zero_()
+    if m == 0 or n == 0:
+        return c
+    if k == 0 or split > 1:
+        c.zero_()  # split-K adds its partial sums into C
+        if k == 0:
+            return c
+    extra = (("OUT_F32", int(plan.out_f32)), ("TRANS_C", int(transpose_out)))
+    run = LAUNCHERS[launcher]
+    fn = run.function(variant.name, extra, config, plan.dtype, arch_of(plan.info.cc))
+    b = _pad_k(b)
     geo = gemm_launch(variant, config, m, n)
-    if sparse:
+    if isinstance(a, Compressed):
         mp, kp = a.padded_shape
         a_ptr, e_ptr, lda = a.values.data_ptr(), a.meta.data_ptr(), kp // 2
     else:

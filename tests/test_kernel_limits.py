@@ -3,7 +3,7 @@ every default launchable on the smallest device its family runs on."""
 
 import pytest
 
-from kernels import device
+from kernels import device, validate
 from kernels.registry import GEMM_FAMILIES, VARIANTS
 
 GEMMS = [name for roles in GEMM_FAMILIES.values() for name in roles.values()]
@@ -72,6 +72,7 @@ def test_nm_gemm_refuses_a_config_the_device_cannot_launch(monkeypatch):
 
     info = device.DeviceInfo((8, 6), 99 * KB)
     monkeypatch.setattr(device, "device_info", lambda d=None: info)
+    monkeypatch.setattr(validate, "DEVICE_TYPE", "cpu")  # CPU tensors stand for device memory
     v = VARIANTS["dense_gemm"]
     big = Config.of({**v.default().to_dict(), "BLOCK_K": 64, "STAGES": 3})
     a = torch.randn(64, 64).bfloat16()

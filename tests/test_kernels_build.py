@@ -189,10 +189,11 @@ def pretend_device(monkeypatch, cc: tuple[int, int]) -> None:
     """CPU tensors stand for a CUDA device of compute capability ``cc`` (its table smem limit)."""
     import torch
 
-    from kernels import device
+    from kernels import device, validate
 
     info = device.DeviceInfo(cc, device.smem_optin_for(cc))
     monkeypatch.setattr(device, "device_info", lambda d=None: info)
+    monkeypatch.setattr(validate, "DEVICE_TYPE", "cpu")
     monkeypatch.setattr(torch.cuda, "current_stream", lambda: type("S", (), {"cuda_stream": 0}))
 
 

@@ -229,3 +229,24 @@ def test_the_largest_config_this_device_allows_launches_and_one_beyond_is_refuse
         if beyond:  # none where the device allows the whole space (A100 for sm80)
             with pytest.raises(ValueError, match="bytes of shared memory per block"):
                 _run(lhs, x.cuda(), beyond[0], family=family)
+
+
+def test_operand_checks_hold_on_the_device():
+    """The CPU-tested checks on real device tensors: host operands refused, an empty M an empty
+    result, a misaligned B refused, an int64 perm refused (each before a launch)."""
+    from kernels.ops import nm_gemm
+
+    g = torch.Generator().manual_seed(17)
+    w = torch.randn(64, 96, generator=g).bfloat16()
+    a = w * nm_mask(w, "2:4")
+    comp = compress(a, "2:4")
+    x = torch.randn(40, 96, generator=g).bfloat16().cuda()
+    with pytest.raises(ValueError, match="is on cpu.*cuda"):
+        nm_gemm(comp, x, SMALL)
+    comp = _to_gpu(comp)
+    assert nm_gemm(_to_gpu(compress(a[:0], "2:4")), x, SMALL).shape == (0, 40)
+    misaligned = torch.empty(40 * 96 + 8, dtype=x.dtype, device="cuda")[1 : 1 + 40 * 96]
+    with pytest.raises(ValueError, match="16-byte aligned"):
+        nm_gemm(comp, misaligned.view(40, 96).copy_(x), SMALL)
+    with pytest.raises(TypeError, match="int32"):
+        nm_gemm(comp, x, SMALL, perm=torch.randperm(96, device="cuda"))
