@@ -14,7 +14,7 @@ from kernels.format import TILE, Compressed, check_sparse_pattern
 from kernels.launch import LAUNCHERS, arch_of, gemm_launch
 from kernels.registry import VARIANTS
 from kernels.space import Config
-from kernels.validate import check_compress_input, gemm_plan
+from kernels.validate import check_compress_input, check_error_flag, gemm_plan
 
 
 def _pad_k(b: torch.Tensor, multiple: int = 8) -> torch.Tensor:
@@ -34,12 +34,21 @@ def compress_gpu(
     masked: bool = False,
     launcher: str = "cupy",
     threads: int = 256,
+    error: torch.Tensor | None = None,
 ) -> Compressed:
     """Compress on the GPU: top-N of each M of ``w`` (mask + pack), or, with ``masked``, the
-    nonzeros of an already-masked matrix. Same bytes as ``kernels.format.compress``."""
+    nonzeros of an already-masked matrix. Same bytes as ``kernels.format.compress``.
+
+    A masked matrix keeping more than 2 of an aligned 4 is an error. ``error`` None: a fresh
+    flag, read at once (a host sync) and raised as a ValueError. ``error`` given (one int32 on
+    ``w``'s device): the kernel ORs the violation into it and nothing is read, so nothing waits
+    for the GPU; the caller checks the flag when it chooses (``kernels.training``).
+    """
     p = check_sparse_pattern(pattern)
     name = "nm_compress_masked" if masked else "nm_compress"
     dtype = check_compress_input(w, threads, VARIANTS[name])
+    if error is not None:
+        check_error_flag(error, w)
     if not masked and (16 % p.m):
         raise ValueError(f"GPU mask+pack handles groups that tile 16 columns; {p} does not")
     rows, k = w.shape
@@ -50,7 +59,9 @@ def compress_gpu(
     meta = torch.empty(rp // 32, kp // 32, 32, dtype=torch.int32, device=w.device)
     if rp == 0 or kp == 0:  # nothing to pack: no launch (a zero-block grid is a launch error)
         return Compressed(vals, meta, rows, k, str(p))
-    error = torch.zeros(1, dtype=torch.int32, device=w.device)
+    read_now = error is None
+    if read_now:
+        error = torch.zeros(1, dtype=torch.int32, device=w.device)
     extra = () if masked else (("GROUP_M", p.m), ("GROUP_N", p.n))
     run = LAUNCHERS[launcher]
     config = Config.of({"THREADS_PER_BLOCK": threads})
@@ -76,7 +87,7 @@ def compress_gpu(
         args,
         torch.cuda.current_stream().cuda_stream,
     )
-    if masked and int(error.item()):
+    if read_now and masked and int(error.item()):  # the one host sync, without a flag
         raise ValueError(f"the matrix keeps more than 2 of an aligned 4: not {p}")
     return Compressed(vals, meta, rows, k, str(p))
 

@@ -215,3 +215,12 @@ def check_compress_input(w: torch.Tensor, threads: int, variant: KernelVariant) 
         )
     check_sizes(rows=_round_up(w.shape[0], TILE), K=_round_up(w.shape[1], TILE))
     return dtype
+
+
+def check_error_flag(error: torch.Tensor, w: torch.Tensor) -> None:
+    """A violation flag the compress kernel may OR into: one int32 on ``w``'s device."""
+    check_devices({"w": w, "error": error})
+    if error.dtype != torch.int32 or error.numel() != 1:
+        raise TypeError(
+            f"error must be one int32 element, got {error.dtype} of shape {tuple(error.shape)}"
+        )

@@ -250,3 +250,16 @@ def test_operand_checks_hold_on_the_device():
         nm_gemm(comp, misaligned.view(40, 96).copy_(x), SMALL)
     with pytest.raises(TypeError, match="int32"):
         nm_gemm(comp, x, SMALL, perm=torch.randperm(96, device="cuda"))
+
+
+def test_gpu_compress_reports_a_violation_into_a_given_flag_without_raising():
+    from kernels.ops import compress_gpu
+
+    bad = torch.ones(64, 64, dtype=torch.bfloat16, device="cuda")  # 4 of every 4 kept
+    flag = torch.zeros(1, dtype=torch.int32, device="cuda")
+    compress_gpu(torch.zeros_like(bad), "2:4", masked=True, error=flag)
+    assert int(flag.item()) == 0
+    compress_gpu(bad, "2:4", masked=True, error=flag)  # no raise: nothing was read
+    assert int(flag.item()) == 1
+    with pytest.raises(ValueError, match="more than 2 of an aligned 4"):
+        compress_gpu(bad, "2:4", masked=True)  # without a flag: read at once
