@@ -121,6 +121,26 @@ def wgmma_smem(c: dict, sparse: bool) -> int:
     return c["STAGES"] * (a + b + e)
 
 
+# Registers a thread of nm_gemm_sm80.cu needs besides its accumulators and B fragments (the A
+# fragment, the metadata word, addresses, stage and loop state). Measured with ptxas (CUDA 13.0,
+# sm_80): at 512 threads, where __launch_bounds__ leaves 128 registers, 128 accumulators + 32 B
+# fragment registers (256x256 tiles, 4x4 warps) spill 1,872 bytes, 64 + 32 (128x256) 36 bytes,
+# and 64 + 16 (256x128) 4 bytes with four stages (none with two): so under 48 are left. At 256
+# threads (255 registers) 128 + 64 (128x256 tiles, 4x2 warps) fits without spills.
+REG_RESERVE = 56
+
+
+def register_budget(threads: int) -> int:
+    """Registers per thread ptxas may use under __launch_bounds__(threads): 64K per SM / block."""
+    return min(255, 65536 // threads)
+
+
+def mma_registers(c: dict) -> int:
+    """Accumulators (MT x NT x 4 floats) + B fragments (NT x 4) per thread of an sm80 config."""
+    mt, nt = c["BLOCK_M"] // c["WARPS_M"] // 16, c["BLOCK_N"] // c["WARPS_N"] // 8
+    return mt * nt * 4 + nt * 4
+
+
 def _gemm_restrictions(sparse: bool) -> tuple[Callable[[dict], bool], ...]:
     return (
         lambda c: c["BLOCK_M"] % (c["WARPS_M"] * 32) == 0,  # whole 32-row metadata tiles per warp
@@ -129,6 +149,9 @@ def _gemm_restrictions(sparse: bool) -> tuple[Callable[[dict], bool], ...]:
         lambda c: (
             (c["BLOCK_M"] // c["WARPS_M"] // 16) * (c["BLOCK_N"] // c["WARPS_N"] // 8) * 4 <= 128
         ),
+        # no register spills: what the main loop keeps live fits the launch bound's budget (the
+        # dense twin gets the same rule, so the two spaces compare like for like)
+        lambda c: mma_registers(c) + REG_RESERVE <= register_budget(_mma_threads(c)),
         lambda c, s=sparse: gemm_smem(c, s) <= SPACE_SMEM_MAX["sm80"],
     )
 

@@ -91,3 +91,92 @@ def test_suite_space_is_restricted_by_the_device(monkeypatch):
         "dense_gemm", problem, ours.QUICK_TUNABLES["sm80"], ours.QUICK_RULES["sm80"]
     )
     assert quick.configs(), "no quick config launches on a 99 KB device"
+
+
+# 512 threads (4x4 warps) leave 128 registers a thread; ptxas (CUDA 13.0, sm_80) measured:
+SPILLING = [
+    {"BLOCK_M": 256, "BLOCK_N": 256, "WARPS_M": 4, "WARPS_N": 4},  # 128 accumulators: 1,872 B
+    {"BLOCK_M": 128, "BLOCK_N": 256, "WARPS_M": 4, "WARPS_N": 4},  # 64 + 32 B fragments: 36 B
+    {"BLOCK_M": 256, "BLOCK_N": 128, "WARPS_M": 4, "WARPS_N": 4, "STAGES": 4},  # 64 + 16: 4 B
+]
+NOT_SPILLING = [
+    {"BLOCK_M": 128, "BLOCK_N": 128, "WARPS_M": 4, "WARPS_N": 4},  # 32 + 16 at 512 threads
+    {"BLOCK_M": 128, "BLOCK_N": 256, "WARPS_M": 4, "WARPS_N": 2},  # 128 + 64 at 256: 255 regs
+]
+
+
+def _sm80(name, tiles, **more):
+    v = VARIANTS[name]
+    return {**v.default().to_dict(), "BLOCK_K": 64, "STAGES": 2, **tiles, **more}
+
+
+@pytest.mark.parametrize("name", list(GEMM_FAMILIES["sm80"].values()))
+def test_the_register_rule_removes_the_spilling_corner_and_keeps_its_neighbours(name):
+    space = VARIANTS[name].space()
+    for tiles in SPILLING:
+        assert not space.allows(_sm80(name, tiles)), tiles
+    for tiles in NOT_SPILLING:
+        assert space.allows(_sm80(name, tiles)), tiles
+    from kernels.registry import REG_RESERVE, mma_registers, register_budget
+
+    for c in space:  # the rule holds over the whole space, not just the measured points
+        d = c.to_dict()
+        assert mma_registers(d) + REG_RESERVE <= register_budget(d["WARPS_M"] * d["WARPS_N"] * 32)
+
+
+def test_spill_bytes_are_read_from_the_ptxas_report():
+    from kernels.build import spill_bytes
+
+    log = (
+        "ptxas info    : Function properties for nm_gemm\n"
+        "    1872 bytes stack frame, 1872 bytes spill stores, 1500 bytes spill loads\n"
+        "ptxas info    : Used 64 registers, used 1 barriers, 424 bytes cmem[0]\n"
+    )
+    assert spill_bytes(log) == 3372
+    assert spill_bytes(log.replace("1872 bytes spill", "0 bytes spill").replace("1500", "0")) == 0
+    assert spill_bytes("") is None  # no report: unknown, not zero
+
+
+def test_cli_compile_fails_on_a_spilling_build(tmp_path, monkeypatch, capsys):
+    from kernels import __main__ as cli
+    from kernels.build import Built
+
+    cubin = tmp_path / "k.cubin"
+    cubin.write_bytes(b"")
+    cubin.with_suffix(".log").write_text(
+        "    8 bytes stack frame, 8 bytes spill stores, 8 bytes spill loads\n"
+    )
+
+    def fake_compile(v, config, arch, *a, **kw):
+        return Built(v.name, arch, config, cubin, True)
+
+    monkeypatch.setattr(cli, "compile_variant", fake_compile)
+    monkeypatch.setattr(cli, "sass_instructions", lambda c: {"HMMA.SP.16832": 1, "HMMA.16816": 1})
+    assert cli.main(["compile", "--arch", "sm_80", "--default-only"]) == 1
+    out = capsys.readouterr().out
+    assert "FAIL nm_spmm sm_80" in out and "ptxas spills 16 bytes" in out
+
+
+@pytest.mark.nvcc
+def test_no_default_and_no_sm80_corner_spills():
+    from kernels.build import compile_variant
+
+    for name, v in VARIANTS.items():
+        for arch in v.archs:
+            built = compile_variant(v, v.default(), arch)
+            assert built.spill_bytes == 0, f"{name} {arch}: {built.ptxas_log[-400:]}"
+    for name in GEMM_FAMILIES["sm80"].values():
+        v = VARIANTS[name]
+        for config in v.corners():
+            built = compile_variant(v, config, "sm_80")
+            assert built.spill_bytes == 0, f"{name} {config.to_json()}: {built.ptxas_log[-400:]}"
+
+
+@pytest.mark.nvcc
+def test_the_excluded_corner_does_spill_so_the_check_can_fail():
+    from kernels.build import compile_variant
+    from kernels.space import Config
+
+    v = VARIANTS["nm_spmm"]
+    corner = Config.of({**_sm80("nm_spmm", SPILLING[0]), "BLOCK_K": 32})
+    assert compile_variant(v, corner, "sm_80").spill_bytes > 0
