@@ -263,3 +263,27 @@ def test_gpu_compress_reports_a_violation_into_a_given_flag_without_raising():
     assert int(flag.item()) == 1
     with pytest.raises(ValueError, match="more than 2 of an aligned 4"):
         compress_gpu(bad, "2:4", masked=True)  # without a flag: read at once
+
+
+def test_the_plain_mma_sp_of_older_toolkits_gives_the_same_result(monkeypatch):
+    """CUDA < 12.5 builds plain mma.sp (kernels/cuda/ptx_features.cuh): forced here with
+    MMA_SP_ORDERED=0, it must agree bit for bit with the ordered form on the same inputs."""
+    from dataclasses import replace as with_fields
+
+    from kernels.launch import CupyLauncher
+
+    g = torch.Generator().manual_seed(19)
+    w = torch.randn(200, 320, generator=g).bfloat16()
+    a = w * nm_mask(w, "2:4")
+    x = torch.randn(136, 320, generator=g).bfloat16().cuda()
+    comp = _to_gpu(compress(a, "2:4"))
+    ordered = _run(comp, x, SMALL)
+    v = VARIANTS["nm_spmm"]
+    CupyLauncher.function.cache_clear()  # loaded functions are cached by variant name
+    monkeypatch.setitem(VARIANTS, "nm_spmm", with_fields(v, fixed={**v.fixed, "MMA_SP_ORDERED": 0}))
+    try:
+        plain = _run(comp, x, SMALL)
+    finally:
+        CupyLauncher.function.cache_clear()
+    assert torch.equal(plain, ordered)
+    assert _rel(plain, a.double() @ x.cpu().double().t()) < 1e-2
