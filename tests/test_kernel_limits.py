@@ -117,7 +117,7 @@ def test_the_register_rule_removes_the_spilling_corner_and_keeps_its_neighbours(
         assert not space.allows(_sm80(name, tiles)), tiles
     for tiles in NOT_SPILLING:
         assert space.allows(_sm80(name, tiles)), tiles
-    from kernels.registry import REG_RESERVE, mma_registers, register_budget
+    from kernels.resources import REG_RESERVE, mma_registers, register_budget
 
     for c in space:  # the rule holds over the whole space, not just the measured points
         d = c.to_dict()
