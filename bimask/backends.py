@@ -102,6 +102,16 @@ def check_backend(backend: str, kind: str) -> None:
         raise ValueError(f"backend {backend!r} has no {kind} GEMMs; {kind} runs on {have}")
 
 
+def check_backends() -> None:
+    """Raise what a backend found but did not report at once: the kernels backend's N:M
+    violations (one host sync per device; call it at the end of an epoch). Nothing to do if no
+    layer ever ran on the kernels."""
+    import sys
+
+    if "kernels.training" in sys.modules:  # imported only by a layer that asked for it
+        sys.modules["kernels.training"].check_violations()
+
+
 def layer_ops(kind: str, backend: str = "torch", layer=None, **conv_args) -> LayerOps:
     """The GEMM implementation for a layer ``kind`` ("linear" or "conv2d") on ``backend``."""
     check_backend(backend, kind)

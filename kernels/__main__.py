@@ -71,6 +71,15 @@ def cmd_compile(args) -> int:
                 if serialized := WGMMA_SERIALIZED.search(built.ptxas_log):
                     print(f"FAIL {v.name} {arch} {config.to_json()}: {serialized.group(0)}")
                     failures += 1
+                if spilled := built.spill_bytes:  # local-memory traffic in the main loop
+                    print(
+                        f"FAIL {v.name} {arch} {config.to_json()}: ptxas spills {spilled} bytes "
+                        "of registers (spill stores + loads); the space's register rule must "
+                        "exclude this config"
+                    )
+                    failures += 1
+                elif spilled is None:
+                    print(f"WARN {v.name} {arch} {config.to_json()}: no ptxas report to check")
             label = v.sass_instruction or "no tensor-core instruction expected"
             print(f"{v.name:<20} {arch:<7} {len(configs)} configs  {label}: {counts}")
     if failures:

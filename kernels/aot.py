@@ -12,6 +12,7 @@ from __future__ import annotations
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
+from kernels.device import smem_optin_for
 from kernels.launch import arch_of
 from kernels.registry import GEMM_FAMILIES, VARIANTS
 from kernels.space import Config, SearchSpace
@@ -37,7 +38,7 @@ QUICK_TUNABLES = {
     "sm80": {
         "BLOCK_M": (128, 256),
         "BLOCK_N": (128,),
-        "BLOCK_K": (64,),
+        "BLOCK_K": (32, 64),
         "WARPS_M": (2, 4),
         "WARPS_N": (2,),
         "STAGES": (3, 4),
@@ -54,6 +55,12 @@ QUICK_TUNABLES = {
         "SMEM_PAD": (1,),
         "SPLIT_K": (1,),
     },
+}
+# ... of which only these pairs: 32-deep tiles in four stages (they fit the 99 KB devices: 8.6,
+# 8.9, 12.x) and 64-deep ones in three
+QUICK_RULES = {
+    "sm80": (lambda c: (c["BLOCK_K"], c["STAGES"]) in {(32, 4), (64, 3)},),
+    "sm90": (),
 }
 # Patterns whose compress kernel (mask + pack) a run builds: those with a sparse-core path.
 COMPRESS_PATTERNS = ((2, 4), (1, 4), (2, 8), (1, 8), (1, 16))
@@ -81,8 +88,11 @@ def gemm_extra(config: Config, out_f32: bool, transpose_out: bool) -> tuple[tupl
     return (("OUT_F32", int(f32)), ("TRANS_C", int(transpose_out)))
 
 
-def quick_space(variant_name: str, family: str) -> SearchSpace:
-    return SearchSpace(QUICK_TUNABLES[family], VARIANTS[variant_name].space().restrictions)
+def quick_space(variant_name: str, family: str, smem_limit: int | None = None) -> SearchSpace:
+    """The quick space of a variant, as the suite builds it (``suite.backends.ours``), within
+    ``smem_limit`` bytes of shared memory per block."""
+    base = VARIANTS[variant_name].space(smem_limit=smem_limit)
+    return SearchSpace(QUICK_TUNABLES[family], (*base.restrictions, *QUICK_RULES[family]))
 
 
 def cc_of_arch(arch: str) -> tuple[int, int]:
@@ -114,7 +124,7 @@ def run_builds(cc: tuple[int, int], dtypes: tuple[str, ...] = ("bfloat16",)) -> 
             variant = VARIANTS[variant_name]
             if variant.runs_on(cc):
                 continue
-            quick = quick_space(variant_name, family).configs()
+            quick = quick_space(variant_name, family, smem_optin_for(cc)).configs()
             configs = dict.fromkeys([variant.default(), *quick])
             for dtype in dtypes:
                 for config in configs:

@@ -128,6 +128,20 @@ class Built:
         log = self.cubin.with_suffix(".log")
         return log.read_text() if log.exists() else ""
 
+    @property
+    def spill_bytes(self) -> int | None:
+        """Bytes of register spill stores + loads ptxas reported; None without a report."""
+        return spill_bytes(self.ptxas_log)
+
+
+SPILLS = re.compile(r"(\d+) bytes spill stores, (\d+) bytes spill loads")
+
+
+def spill_bytes(ptxas_log: str) -> int | None:
+    """Spill stores + loads over every function of a ptxas -v report (None: no report)."""
+    found = SPILLS.findall(ptxas_log)
+    return sum(int(a) + int(b) for a, b in found) if found else None
+
 
 # ptxas's warning when it had to serialize wgmma instructions (a silent 2x-slower kernel)
 WGMMA_SERIALIZED = re.compile(r"C75\d\d\).*wgmma[^\n]*serialized[^\n]*")

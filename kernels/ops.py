@@ -9,28 +9,19 @@ from __future__ import annotations
 
 import torch
 
+from kernels import device as kdevice
 from kernels.aot import gemm_extra
 from kernels.format import TILE, Compressed, check_sparse_pattern
 from kernels.launch import LAUNCHERS, arch_of, gemm_launch
-from kernels.registry import GEMM_FAMILIES, VARIANTS
+from kernels.registry import VARIANTS
 from kernels.space import Config
-
-DTYPE_NAMES = {torch.bfloat16: "bfloat16", torch.float16: "float16"}
-
-
-def _dtype_name(t: torch.Tensor) -> str:
-    if t.dtype not in DTYPE_NAMES:
-        raise TypeError(f"the tensor-core kernels take bfloat16 or float16, got {t.dtype}")
-    return DTYPE_NAMES[t.dtype]
-
-
-def _arch(t: torch.Tensor) -> str:
-    return arch_of(torch.cuda.get_device_capability(t.device))
+from kernels.validate import check_compress_input, check_error_flag, gemm_plan
 
 
 def _pad_k(b: torch.Tensor, multiple: int = 8) -> torch.Tensor:
+    """``b`` itself when its rows are whole 16-byte chunks, else a zero-padded copy."""
     k = b.shape[1]
-    if k % multiple == 0 and b.is_contiguous():  # the kernel takes leading dimension = K
+    if k % multiple == 0:  # contiguous (checked): the kernel takes leading dimension = K
         return b
     out = torch.zeros(b.shape[0], -(-k // multiple) * multiple, dtype=b.dtype, device=b.device)
     out[:, :k] = b
@@ -44,10 +35,21 @@ def compress_gpu(
     masked: bool = False,
     launcher: str = "cupy",
     threads: int = 256,
+    error: torch.Tensor | None = None,
 ) -> Compressed:
     """Compress on the GPU: top-N of each M of ``w`` (mask + pack), or, with ``masked``, the
-    nonzeros of an already-masked matrix. Same bytes as ``kernels.format.compress``."""
+    nonzeros of an already-masked matrix. Same bytes as ``kernels.format.compress``.
+
+    A masked matrix keeping more than 2 of an aligned 4 is an error. ``error`` None: a fresh
+    flag, read at once (a host sync) and raised as a ValueError. ``error`` given (one int32 on
+    ``w``'s device): the kernel ORs the violation into it and nothing is read, so nothing waits
+    for the GPU; the caller checks the flag when it chooses (``kernels.training``).
+    """
     p = check_sparse_pattern(pattern)
+    name = "nm_compress_masked" if masked else "nm_compress"
+    dtype = check_compress_input(w, threads, VARIANTS[name])
+    if error is not None:
+        check_error_flag(error, w)
     if not masked and (16 % p.m):
         raise ValueError(f"GPU mask+pack handles groups that tile 16 columns; {p} does not")
     rows, k = w.shape
@@ -56,12 +58,15 @@ def compress_gpu(
     rp, kp = -(-rows // TILE) * TILE, -(-k // TILE) * TILE
     vals = torch.empty(rp, kp // 2, dtype=w.dtype, device=w.device)
     meta = torch.empty(rp // 32, kp // 32, 32, dtype=torch.int32, device=w.device)
-    error = torch.zeros(1, dtype=torch.int32, device=w.device)
-    name = "nm_compress_masked" if masked else "nm_compress"
+    if rp == 0 or kp == 0:  # nothing to pack: no launch (a zero-block grid is a launch error)
+        return Compressed(vals, meta, rows, k, str(p))
+    read_now = error is None
+    if read_now:
+        error = torch.zeros(1, dtype=torch.int32, device=w.device)
     extra = () if masked else (("GROUP_M", p.m), ("GROUP_N", p.n))
     run = LAUNCHERS[launcher]
     config = Config.of({"THREADS_PER_BLOCK": threads})
-    fn = run.function(name, extra, config, _dtype_name(w), _arch(w))
+    fn = run.function(name, extra, config, dtype, arch_of(kdevice.device_info(w.device).cc))
     w = w.contiguous()
     total = rp * (kp // 16)
     args = [
@@ -83,7 +88,7 @@ def compress_gpu(
         args,
         torch.cuda.current_stream().cuda_stream,
     )
-    if masked and int(error.item()):
+    if read_now and masked and int(error.item()):  # the one host sync, without a flag
         raise ValueError(f"the matrix keeps more than 2 of an aligned 4: not {p}")
     return Compressed(vals, meta, rows, k, str(p))
 
@@ -103,51 +108,42 @@ def nm_gemm(
     """C = A . B^T with A compressed (sparse path) or a dense tensor (dense kernel).
 
     ``perm`` (int32, length K) makes the kernel read B's columns as B[:, perm] (the permuted
-    Bi-Mask backward); ``transpose_out`` writes C^T. Split-K configs accumulate in float32.
-    ``family`` picks the kernel source: "sm80" (mma.sync / mma.sp, any sm_80+ GPU) or "sm90"
-    (wgmma, Hopper only); both read the same compressed format.
+    Bi-Mask backward); ``transpose_out`` writes C^T. Split-K configs accumulate in float32 (and
+    need a float32 ``out``). ``family`` picks the kernel source: "sm80" (mma.sync / mma.sp, any
+    sm_80+ GPU) or "sm90" (wgmma, Hopper only); both read the same compressed format. Every
+    operand is checked first (``kernels.validate``): all on one CUDA device, contiguous, 16-byte
+    aligned where the kernel reads vectors, of matching dtypes and shapes. An empty M or N gives
+    an empty result, K = 0 a zero one, without a launch.
     """
-    if family not in GEMM_FAMILIES:
-        raise ValueError(f"unknown kernel family {family!r}; choose one of {sorted(GEMM_FAMILIES)}")
-    roles = GEMM_FAMILIES[family]
-    sparse = isinstance(a, Compressed)
-    if sparse:
-        name = roles["gather"] if perm is not None else roles["sparse"]
-        m, k = a.rows, a.k
-        elem = a.values
-    else:
-        if perm is not None:
-            raise ValueError("perm applies to the sparse kernel only")
-        name, (m, k), elem = roles["dense"], a.shape, a
-    variant = VARIANTS[name]
-    if why := variant.runs_on(torch.cuda.get_device_capability(elem.device)):
-        raise ValueError(f"{why}; family='sm80' runs on any sm_80+ GPU")
-    if not variant.space().allows(config.to_dict()):
-        raise ValueError(f"{name}: config {config.to_json()} breaks a restriction")
-    if b.shape[1] != k:
-        raise ValueError(f"B has K={b.shape[1]}, A has K={k}")
-    dtype = _dtype_name(elem)
-    if b.dtype != elem.dtype:
-        raise TypeError(f"A is {elem.dtype} but B is {b.dtype}")
+    plan = gemm_plan(
+        a,
+        b,
+        config,
+        family=family,
+        perm=perm,
+        out=out,
+        out_dtype=out_dtype,
+        transpose_out=transpose_out,
+    )
+    m, n, k, variant = plan.m, plan.n, plan.k, plan.variant
     split = config["SPLIT_K"]
-    extra = gemm_extra(config, out_dtype == torch.float32, transpose_out)
-    f32 = bool(extra[0][1])  # split-K implies a float32 output
-    run = LAUNCHERS[launcher]
-    fn = run.function(name, extra, config, dtype, _arch(elem))
-    n = b.shape[0]
-    b = _pad_k(b)
-    shape = (n, m) if transpose_out else (m, n)
     c = (
         out
         if out is not None
-        else (torch.zeros if split > 1 else torch.empty)(
-            shape, dtype=torch.float32 if f32 else elem.dtype, device=b.device
-        )
+        else torch.empty(plan.out_shape, dtype=plan.out_dtype, device=b.device)
     )
-    if split > 1:
-        c.zero_()
+    if m == 0 or n == 0:
+        return c
+    if k == 0 or split > 1:
+        c.zero_()  # split-K adds its partial sums into C
+        if k == 0:
+            return c
+    extra = gemm_extra(config, plan.out_f32, transpose_out)
+    run = LAUNCHERS[launcher]
+    fn = run.function(variant.name, extra, config, plan.dtype, arch_of(plan.info.cc))
+    b = _pad_k(b)
     geo = gemm_launch(variant, config, m, n)
-    if sparse:
+    if isinstance(a, Compressed):
         mp, kp = a.padded_shape
         a_ptr, e_ptr, lda = a.values.data_ptr(), a.meta.data_ptr(), kp // 2
     else:

@@ -6,10 +6,15 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from kernels.device import KB, SMEM_OPTIN_BY_CC
+from kernels.resources import REG_RESERVE, gemm_smem, mma_registers, register_budget, wgmma_smem
 from kernels.space import Config, SearchSpace
 
 CUDA_DIR = Path(__file__).parent / "cuda"
-SMEM_LIMIT = {"sm_80": 163 * 1024, "sm_90a": 227 * 1024}  # opt-in dynamic shared memory per block
+# The most shared memory a config of each family may ask for at all (the space the tuner knows):
+# the A100's 163 KB for sm80, the H100's 227 KB for sm90. Each device restricts its space further
+# to its own opt-in limit (``KernelVariant.space(smem_limit=)``, ``kernels.device``).
+SPACE_SMEM_MAX = {"sm80": 163 * KB, "sm90": 227 * KB}
 
 
 @dataclass(frozen=True)
@@ -36,13 +41,27 @@ class KernelVariant:
     def path(self) -> Path:
         return CUDA_DIR / self.source
 
-    def space(self) -> SearchSpace:
-        return SearchSpace(self.tunables, self.restrictions)
+    def space(self, smem_limit: int | None = None) -> SearchSpace:
+        """The tuning space; with ``smem_limit`` (a device's opt-in shared memory per block, in
+        bytes) only the configs that fit it."""
+        rules = self.restrictions
+        if smem_limit is not None and self.smem is not None:
+            rules = (*rules, lambda c, f=self.smem: f(c) <= smem_limit)
+        return SearchSpace(self.tunables, rules)
+
+    @property
+    def smallest_smem_optin(self) -> int:
+        """The smallest opt-in shared memory per block of the devices this variant runs on."""
+        return min(v for cc, v in SMEM_OPTIN_BY_CC.items() if self.runs_on(cc) is None)
 
     def default(self) -> Config:
+        """The default config: valid, and launchable on every device the variant runs on."""
         config = Config.of(self.default_config)
-        if not self.space().allows(self.default_config):
-            raise ValueError(f"{self.name}: default config {config.to_json()} breaks a restriction")
+        if not self.space(self.smallest_smem_optin).allows(self.default_config):
+            raise ValueError(
+                f"{self.name}: default config {config.to_json()} breaks a restriction or needs "
+                f"more than {self.smallest_smem_optin // KB} KB of shared memory"
+            )
         return config
 
     def corners(self) -> list[Config]:
@@ -84,25 +103,6 @@ class KernelVariant:
         return None
 
 
-def gemm_smem(c: dict, sparse: bool) -> int:
-    """Dynamic shared memory of an nm_gemm_sm80.cu config (STAGES x (A + B + metadata))."""
-    pad = c["SMEM_PAD"]
-    a = c["BLOCK_M"] * ((c["BLOCK_K"] // 2 if sparse else c["BLOCK_K"]) + pad) * 2
-    b = c["BLOCK_N"] * (c["BLOCK_K"] + pad) * 2
-    e = (c["BLOCK_M"] // 32) * (c["BLOCK_K"] // 32) * 32 * 4 if sparse else 16
-    return c["STAGES"] * (a + b + e)
-
-
-def wgmma_smem(c: dict, sparse: bool) -> int:
-    """Dynamic shared memory of an nm_gemm_sm90.cu config: core-matrix tiles, 8 rows x 16 bytes
-    each, LBO = 128 (+16 with SMEM_PAD) bytes apart along K."""
-    lbo = 128 + 16 * c["SMEM_PAD"]
-    a = (c["BLOCK_M"] // 8) * (c["BLOCK_K"] // (16 if sparse else 8)) * lbo
-    b = (c["BLOCK_N"] // 8) * (c["BLOCK_K"] // 8) * lbo
-    e = (c["BLOCK_M"] // 32) * (c["BLOCK_K"] // 32) * 32 * 4 if sparse else 16
-    return c["STAGES"] * (a + b + e)
-
-
 def _gemm_restrictions(sparse: bool) -> tuple[Callable[[dict], bool], ...]:
     return (
         lambda c: c["BLOCK_M"] % (c["WARPS_M"] * 32) == 0,  # whole 32-row metadata tiles per warp
@@ -111,7 +111,10 @@ def _gemm_restrictions(sparse: bool) -> tuple[Callable[[dict], bool], ...]:
         lambda c: (
             (c["BLOCK_M"] // c["WARPS_M"] // 16) * (c["BLOCK_N"] // c["WARPS_N"] // 8) * 4 <= 128
         ),
-        lambda c, s=sparse: gemm_smem(c, s) <= SMEM_LIMIT["sm_80"],
+        # no register spills: what the main loop keeps live fits the launch bound's budget (the
+        # dense twin gets the same rule, so the two spaces compare like for like)
+        lambda c: mma_registers(c) + REG_RESERVE <= register_budget(_mma_threads(c)),
+        lambda c, s=sparse: gemm_smem(c, s) <= SPACE_SMEM_MAX["sm80"],
     )
 
 
@@ -121,7 +124,7 @@ def _wgmma_restrictions(sparse: bool) -> tuple[Callable[[dict], bool], ...]:
         # accumulators per thread: (m64 tiles per warpgroup) x BLOCK_N/2 floats, at most 128
         lambda c: (c["BLOCK_M"] // c["WARPGROUPS"] // 64) * (c["BLOCK_N"] // 2) <= 128,
         lambda c: c["STAGES"] - 1 - c["INFLIGHT"] >= 1,  # at least one tile loading ahead
-        lambda c, s=sparse: wgmma_smem(c, s) <= SMEM_LIMIT["sm_90a"],
+        lambda c, s=sparse: wgmma_smem(c, s) <= SPACE_SMEM_MAX["sm90"],
     )
     # the metadata register of an in-flight sparse wgmma would be overwritten (see the source)
     return (*rules, lambda c: c["INFLIGHT"] == 0) if sparse else rules
@@ -135,13 +138,16 @@ def _wgmma_threads(c: dict) -> int:
     return c["WARPGROUPS"] * 128
 
 
+# 128 x 128 tiles, 32 dense K per stage, four stages: 80 KB (dense) / 66 KB (sparse) of shared
+# memory, so that the default launches on the 99 KB devices (8.6, 8.9, 12.x) too; the 64-deep
+# three-stage tile it replaces needed 108 KB dense.
 GEMM_DEFAULT = {
     "BLOCK_M": 128,
     "BLOCK_N": 128,
-    "BLOCK_K": 64,
+    "BLOCK_K": 32,
     "WARPS_M": 2,
     "WARPS_N": 2,
-    "STAGES": 3,
+    "STAGES": 4,
     "SMEM_PAD": 8,
     "SPLIT_K": 1,
 }

@@ -10,7 +10,9 @@ weight grad  dW = dY^T X     : dense, cuBLAS.
 A pass whose mask is not N:M along that GEMM's K (srste's input gradient, the dense method, a
 probe that swaps in Mf) runs dense through torch; ``describe()`` says which GEMM runs where.
 The kernels take bfloat16 or float16: other inputs are cast to ``compute_dtype`` for the GEMM
-(float32 accumulation, float32 results for float32 training).
+(float32 accumulation, float32 results for float32 training). No step waits for the GPU: a
+compressed matrix that is not N:M sets a device flag that ``check_violations()`` reads (see
+``kernels.violations`` for when that happens automatically).
 """
 
 from __future__ import annotations
@@ -21,17 +23,20 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from kernels.format import check_sparse_pattern
+from kernels import device as kdevice
+from kernels import validate, violations
+from kernels.format import Compressed, check_sparse_pattern
 from kernels.ops import compress_gpu, nm_gemm
 from kernels.registry import GEMM_FAMILIES, VARIANTS
 from kernels.space import Config
+from kernels.violations import check_violations
 
 HALF = (torch.bfloat16, torch.float16)
 
 
 def default_family(device: torch.device) -> str:
     """The fastest family this device runs: sm90 (wgmma) on Hopper, else sm80."""
-    cc = torch.cuda.get_device_capability(device)
+    cc = kdevice.device_info(device).cc
     return "sm90" if VARIANTS[GEMM_FAMILIES["sm90"]["sparse"]].runs_on(cc) is None else "sm80"
 
 
@@ -78,7 +83,7 @@ class KernelLinearOps:
         return f"fwd {fwd}, dX {bwd}, dW dense"
 
     def _setup(self, t: torch.Tensor) -> tuple[str, Config]:
-        if not t.is_cuda:
+        if t.device.type != validate.DEVICE_TYPE:
             raise ValueError(
                 "the kernels backend runs on CUDA tensors; use backend='torch' on the CPU"
             )
@@ -89,12 +94,19 @@ class KernelLinearOps:
     def _half(self, t: torch.Tensor) -> torch.Tensor:
         return t if t.dtype in HALF else t.to(self.compute_dtype)
 
+    def _compress(self, a: torch.Tensor, what: str) -> Compressed:
+        """Pack an already-masked matrix; a violation goes to the device's flag, unread here
+        (no host sync: ``kernels.violations`` says when it is checked)."""
+        comp = compress_gpu(a, "2:4", masked=True, error=violations.flag(a.device))
+        violations.compressed(a.device, f"{what} of shape {tuple(a.shape)}")
+        return comp
+
     def forward(self, x, weight, bias):
         if not self.sparse_forward():
             return F.linear(x, weight, bias)
         family, config = self._setup(weight)
         x2d = self._half(x.reshape(-1, x.shape[-1]))
-        comp = compress_gpu(self._half(weight).contiguous(), "2:4", masked=True)
+        comp = self._compress(self._half(weight).contiguous(), "the forward's W*Mf")
         y = nm_gemm(
             comp, x2d.contiguous(), config, transpose_out=True, family=family, out_dtype=_out(x)
         )
@@ -109,7 +121,7 @@ class KernelLinearOps:
         a = self._half(weight).t()  # (in x out): K = out
         if perm is not None:
             a = a.index_select(1, perm)  # N:M groups consecutive along K
-        comp = compress_gpu(a.contiguous(), "2:4", masked=True)
+        comp = self._compress(a.contiguous(), "the input gradient's (W*Mb)^T")
         dy2d = self._half(dy.reshape(-1, dy.shape[-1])).contiguous()
         gather = None if perm is None else perm.to(torch.int32)
         dx = nm_gemm(
@@ -122,3 +134,6 @@ class KernelLinearOps:
 
     def bias_grad(self, dy):
         return dy.reshape(-1, dy.shape[-1]).sum(0)
+
+
+__all__ = ["KernelLinearOps", "check_violations", "default_family"]

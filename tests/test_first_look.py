@@ -198,3 +198,25 @@ def test_the_summary_table_equals_the_headline_csv(tmp_path):
     assert [r["backend"] for r in table] == list(csv.backend)
     for col in ("median_ms", "tflops", "x_cublas"):
         assert [float(r[col]) for r in table] == pytest.approx(csv[col].tolist(), rel=1e-3)
+
+
+@pytest.mark.parametrize("cc", [(8, 0), (8, 6), (9, 0)])
+def test_the_ahead_of_time_quick_configs_are_the_suites(cc, monkeypatch):
+    """What kernels build makes for a device is what the suite's quick space asks for there."""
+    from kernels.device import smem_optin_for
+    from suite.backends import BACKENDS, ours
+    from suite.problem import GemmProblem
+
+    monkeypatch.setattr(ours, "current_smem_limit", lambda: smem_optin_for(cc))
+    problem = GemmProblem("nm_gemm", "fwd", 512, 512, 512, "bfloat16", "2:4", layer="t")
+    builds = set(aot.run_builds(cc))
+    for family, suffix in (("sm80", ""), ("sm90", "_sm90")):
+        for role, backend in (("sparse", "bimask_sparse"), ("dense", "bimask_dense")):
+            variant = aot.GEMM_FAMILIES[family][role]
+            if VARIANTS[variant].runs_on(cc):
+                continue
+            suite_configs = BACKENDS[backend + suffix].quick_space(problem).configs()
+            assert suite_configs, (family, role)
+            for config in suite_configs:
+                extra = aot.gemm_extra(config, False, False)
+                assert aot.Build(variant, config, "bfloat16", aot.arch_of(cc), extra) in builds

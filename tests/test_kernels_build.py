@@ -185,6 +185,18 @@ def test_check_mask_keeps_the_two_largest_of_every_aligned_four():
     assert kept.tolist() == [[0.0, -3.0, 2.0, 0.0, 4.0, 0.0, 0.0, -5.0]]
 
 
+def pretend_device(monkeypatch, cc: tuple[int, int]) -> None:
+    """CPU tensors stand for a CUDA device of compute capability ``cc`` (its table smem limit)."""
+    import torch
+
+    from kernels import device, validate
+
+    info = device.DeviceInfo(cc, device.smem_optin_for(cc))
+    monkeypatch.setattr(device, "device_info", lambda d=None: info)
+    monkeypatch.setattr(validate, "DEVICE_TYPE", "cpu")
+    monkeypatch.setattr(torch.cuda, "current_stream", lambda: type("S", (), {"cuda_stream": 0}))
+
+
 class _RecordingLauncher:
     """Stands in for CuPy on a machine without a GPU: builds the real cubin, records the launch."""
 
@@ -213,8 +225,7 @@ def test_nm_gemm_launches_the_family_kernel_with_its_geometry(family, monkeypatc
 
     rec = _RecordingLauncher()
     monkeypatch.setitem(ops.LAUNCHERS, "recording", rec)
-    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (9, 0))
-    monkeypatch.setattr(torch.cuda, "current_stream", lambda: type("S", (), {"cuda_stream": 0}))
+    pretend_device(monkeypatch, (9, 0))
     g = torch.Generator().manual_seed(0)
     m, n, k = 200, 136, 320
     w = torch.randn(m, k, generator=g).bfloat16()
@@ -241,7 +252,7 @@ def test_nm_gemm_refuses_the_hopper_family_elsewhere(monkeypatch):
 
     from kernels import ops
 
-    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (8, 0))
+    pretend_device(monkeypatch, (8, 0))
     a = torch.randn(64, 64).bfloat16()
     cfg = VARIANTS["dense_gemm_sm90"].default()
     with pytest.raises(ValueError, match="family='sm80' runs on any sm_80"):

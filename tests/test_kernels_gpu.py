@@ -203,3 +203,87 @@ def test_cli_check_passes_on_this_device(family):
 
     results = check_family(family)
     assert len(results) == 3 and all(r.ok and not r.skipped for r in results), results
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_the_largest_config_this_device_allows_launches_and_one_beyond_is_refused(family):
+    """The space restricted by the device's own opt-in shared memory launches at its edge (the
+    config asking the most shared memory), and a config needing more is a clear error."""
+    from kernels.device import device_info
+    from kernels.registry import GEMM_FAMILIES
+
+    info = device_info(torch.cuda.current_device())
+    g = torch.Generator().manual_seed(13)
+    m, n, k = 200, 136, 320
+    w = torch.randn(m, k, generator=g).bfloat16()
+    a = w * nm_mask(w, "2:4")
+    x = torch.randn(n, k, generator=g).bfloat16()
+    ref = a.double() @ x.double().t()
+    for role, lhs in (("sparse", _to_gpu(compress(a, "2:4"))), ("dense", a.cuda())):
+        v = VARIANTS[GEMM_FAMILIES[family][role]]
+        assert v.smem(v.default().to_dict()) <= info.smem_optin
+        fits = [c for c in v.space(smem_limit=info.smem_optin) if c["SPLIT_K"] == 1]
+        edge = max(fits, key=lambda c: v.smem(c.to_dict()))
+        assert _rel(_run(lhs, x.cuda(), edge, family=family), ref) < 1e-2, edge.to_json()
+        beyond = [c for c in v.space() if v.smem(c.to_dict()) > info.smem_optin]
+        if beyond:  # none where the device allows the whole space (A100 for sm80)
+            with pytest.raises(ValueError, match="bytes of shared memory per block"):
+                _run(lhs, x.cuda(), beyond[0], family=family)
+
+
+def test_operand_checks_hold_on_the_device():
+    """The CPU-tested checks on real device tensors: host operands refused, an empty M an empty
+    result, a misaligned B refused, an int64 perm refused (each before a launch)."""
+    from kernels.ops import nm_gemm
+
+    g = torch.Generator().manual_seed(17)
+    w = torch.randn(64, 96, generator=g).bfloat16()
+    a = w * nm_mask(w, "2:4")
+    comp = compress(a, "2:4")
+    x = torch.randn(40, 96, generator=g).bfloat16().cuda()
+    with pytest.raises(ValueError, match="is on cpu.*cuda"):
+        nm_gemm(comp, x, SMALL)
+    comp = _to_gpu(comp)
+    assert nm_gemm(_to_gpu(compress(a[:0], "2:4")), x, SMALL).shape == (0, 40)
+    misaligned = torch.empty(40 * 96 + 8, dtype=x.dtype, device="cuda")[1 : 1 + 40 * 96]
+    with pytest.raises(ValueError, match="16-byte aligned"):
+        nm_gemm(comp, misaligned.view(40, 96).copy_(x), SMALL)
+    with pytest.raises(TypeError, match="int32"):
+        nm_gemm(comp, x, SMALL, perm=torch.randperm(96, device="cuda"))
+
+
+def test_gpu_compress_reports_a_violation_into_a_given_flag_without_raising():
+    from kernels.ops import compress_gpu
+
+    bad = torch.ones(64, 64, dtype=torch.bfloat16, device="cuda")  # 4 of every 4 kept
+    flag = torch.zeros(1, dtype=torch.int32, device="cuda")
+    compress_gpu(torch.zeros_like(bad), "2:4", masked=True, error=flag)
+    assert int(flag.item()) == 0
+    compress_gpu(bad, "2:4", masked=True, error=flag)  # no raise: nothing was read
+    assert int(flag.item()) == 1
+    with pytest.raises(ValueError, match="more than 2 of an aligned 4"):
+        compress_gpu(bad, "2:4", masked=True)  # without a flag: read at once
+
+
+def test_the_plain_mma_sp_of_older_toolkits_gives_the_same_result(monkeypatch):
+    """CUDA < 12.5 builds plain mma.sp (kernels/cuda/ptx_features.cuh): forced here with
+    MMA_SP_ORDERED=0, it must agree bit for bit with the ordered form on the same inputs."""
+    from dataclasses import replace as with_fields
+
+    from kernels.launch import CupyLauncher
+
+    g = torch.Generator().manual_seed(19)
+    w = torch.randn(200, 320, generator=g).bfloat16()
+    a = w * nm_mask(w, "2:4")
+    x = torch.randn(136, 320, generator=g).bfloat16().cuda()
+    comp = _to_gpu(compress(a, "2:4"))
+    ordered = _run(comp, x, SMALL)
+    v = VARIANTS["nm_spmm"]
+    CupyLauncher.function.cache_clear()  # loaded functions are cached by variant name
+    monkeypatch.setitem(VARIANTS, "nm_spmm", with_fields(v, fixed={**v.fixed, "MMA_SP_ORDERED": 0}))
+    try:
+        plain = _run(comp, x, SMALL)
+    finally:
+        CupyLauncher.function.cache_clear()
+    assert torch.equal(plain, ordered)
+    assert _rel(plain, a.double() @ x.cpu().double().t()) < 1e-2

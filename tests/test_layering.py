@@ -15,6 +15,7 @@ ROOT = Path(__file__).resolve().parents[1]
         (
             "kernels, kernels.ops, kernels.registry, kernels.build, kernels.launch, kernels.nvrtc, "
             "kernels.format, kernels.space, kernels.check, kernels.reference, kernels.training, "
+            "kernels.device, kernels.validate, kernels.violations, kernels.resources, "
             "kernels.__main__",
             {"bimask", "suite"},
         ),

@@ -2,11 +2,13 @@
 // SPARSE=1: A arrives compressed (kernels/format.py): values (MP x KP/2) and fragment-native
 //   metadata (MP/32, KP/32, 32) uint32; one mma.sp::ordered_metadata m16n8k32 per 16x8 output
 //   tile and 32 dense K, the metadata word of lane l serving two m16 tiles (selector 0 and 1).
+//   Built with CUDA older than 12.5 (PTX ISA 8.5) it is plain mma.sp (ptx_features.cuh).
 // SPARSE=0: A dense (M x K, leading dimension lda); two mma.sync m16n8k16 per 32 K. Everything
 //   else (tiling, cp.async pipeline, epilogue) is the same code, so the two compare like for like.
 // Tunables (#defines): BLOCK_M, BLOCK_N, BLOCK_K, WARPS_M, WARPS_N, STAGES, SMEM_PAD, SPLIT_K,
 // GATHER_B (B's K axis read through a permutation), DTYPE_BF16, OUT_F32, TRANS_C.
 #include "common.cuh"
+#include "ptx_features.cuh"
 
 #ifndef BLOCK_M
 #define BLOCK_M 128
@@ -65,14 +67,14 @@ __device__ __forceinline__ void mma_sp(float (&d)[4], const uint32_t (&a)[4], co
                                        uint32_t e, int selector) {
     if (selector == 0) {
         asm volatile(
-            "mma.sp::ordered_metadata.sync.aligned.m16n8k32.row.col.f32." MMA_TYPE "." MMA_TYPE
+            MMA_SP_OP ".sync.aligned.m16n8k32.row.col.f32." MMA_TYPE "." MMA_TYPE
             ".f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9,%10,%11}, {%0,%1,%2,%3}, %12, 0x0;\n"
             : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
             : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]), "r"(b[2]),
               "r"(b[3]), "r"(e));
     } else {
         asm volatile(
-            "mma.sp::ordered_metadata.sync.aligned.m16n8k32.row.col.f32." MMA_TYPE "." MMA_TYPE
+            MMA_SP_OP ".sync.aligned.m16n8k32.row.col.f32." MMA_TYPE "." MMA_TYPE
             ".f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9,%10,%11}, {%0,%1,%2,%3}, %12, 0x1;\n"
             : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
             : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]), "r"(b[2]),

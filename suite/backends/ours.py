@@ -17,8 +17,9 @@ from functools import partial
 import torch
 
 from kernels import compress
-from kernels.aot import QUICK_TUNABLES
+from kernels.aot import QUICK_RULES, QUICK_TUNABLES
 from kernels.build import nvcc_version, source_hash
+from kernels.device import current_smem_limit
 from kernels.ops import nm_gemm
 from kernels.registry import GEMM_FAMILIES, VARIANTS
 from suite.backends.base import Backend, BackendFailure, Prepared
@@ -30,12 +31,14 @@ def _available(name: str) -> str | None:
     return VARIANTS[name].is_available()
 
 
-def _space(name: str, problem, tunables: dict | None = None) -> SearchSpace:
-    base = VARIANTS[name].space()
+def _space(name: str, problem, tunables: dict | None = None, rules: tuple = ()) -> SearchSpace:
+    """The variant's space (or ``tunables`` within it, with ``rules``), restricted to what this
+    host's GPU, if it has one, can launch."""
+    base = VARIANTS[name].space(smem_limit=current_smem_limit())
     tunables = dict(tunables or base.tunables)
     if not name.startswith("dense_gemm") and problem.pass_ == "bwd-data" and problem.perm != "-":
         tunables["perm_realisation"] = ("in_kernel", "separate_op", "physical")
-    return SearchSpace(tunables, base.restrictions)
+    return SearchSpace(tunables, (*base.restrictions, *rules))
 
 
 def _kernel_config(config: Config) -> Config:
@@ -105,7 +108,9 @@ def _family_backends(family: str, suffix: str, sparse_about: str, dense_about: s
             "sparse",
             partial(_sparse, family=family),
             partial(_space, roles["sparse"]),
-            quick_space=partial(_space, roles["sparse"], tunables=QUICK_TUNABLES[family]),
+            quick_space=partial(
+                _space, roles["sparse"], tunables=QUICK_TUNABLES[family], rules=QUICK_RULES[family]
+            ),
             supports=_sparse_supports,
             available=partial(_available, roles["sparse"]),
             version=partial(_version, family),
@@ -118,7 +123,9 @@ def _family_backends(family: str, suffix: str, sparse_about: str, dense_about: s
             "dense",
             partial(_dense, family=family),
             partial(_space, roles["dense"]),
-            quick_space=partial(_space, roles["dense"], tunables=QUICK_TUNABLES[family]),
+            quick_space=partial(
+                _space, roles["dense"], tunables=QUICK_TUNABLES[family], rules=QUICK_RULES[family]
+            ),
             available=partial(_available, roles["dense"]),
             version=partial(_version, family),
             dense_operand=True,
