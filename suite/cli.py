@@ -14,6 +14,7 @@ import torch
 from bimask import PERMUTATIONS
 from bimask import cli_args as ca
 from bimask.outputs import check_input_file, check_output_dir, check_output_file
+from kernels import build as kernel_build
 from suite import budget as bench_budget
 from suite import run_folder, shards, store
 from suite.backends import BACKENDS, get_backend
@@ -47,6 +48,10 @@ def _shard(given: tuple[int, int] | None) -> tuple[int, int]:
 
 def cmd_bench(args) -> int:
     run_folder.check(args.out, args.cache)
+    if args.kernel_cache:
+        if not Path(args.kernel_cache).is_dir():
+            raise ca.UsageError(f"--kernel-cache {args.kernel_cache} is not a folder")
+        kernel_build.use_cache_dir(args.kernel_cache)
     tier = args.tier
     if tier == "auto":
         tier = "gpu" if torch.cuda.is_available() else "cpu"
@@ -131,6 +136,8 @@ def cmd_bench(args) -> int:
 
     path = write_report(df, {**meta, **store.load(out)[1]}, out)
     print(f"{len(df)} rows -> {out / 'results.csv'}; report {path}")
+    if kernel_build.STATS["cached"] or kernel_build.STATS["compiled"]:
+        print(kernel_build.stats_line())
     return 0
 
 
@@ -397,6 +404,7 @@ def parser() -> argparse.ArgumentParser:
     b.add_argument(
         "--shard", type=ca.shard, metavar="I/N", help="run every n-th task starting at i"
     )
+    b.add_argument("--kernel-cache", help="kernels built ahead of time (python -m kernels build)")
     b.add_argument("--no-progress", action="store_true")
     b.set_defaults(func=cmd_bench)
 

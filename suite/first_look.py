@@ -226,11 +226,14 @@ def plan(out: Path, cc: tuple[int, int], kernel_cache: Path | None) -> list[Step
     ]
 
 
-def summary_markdown(device: str, results: list[StepResult], headline: pd.DataFrame | None):
+def summary_markdown(
+    device: str, results: list[StepResult], headline: pd.DataFrame | None, notes: tuple = ()
+):
     from tabulate import tabulate
 
     lines = [
         f"# First look: {device}",
+        *([""] + [f"- {n}" for n in notes] if notes else []),
         "",
         "| step | status | seconds | limit |",
         "|---|---|---|---|",
@@ -249,19 +252,35 @@ def summary_markdown(device: str, results: list[StepResult], headline: pd.DataFr
     return "\n".join(lines) + "\n"
 
 
-def finish(out: Path, device: str, results: list[StepResult]) -> Path:
+def finish(out: Path, device: str, results: list[StepResult], notes: tuple = ()) -> Path:
     """Write summary.md from steps.csv and headline.csv, then pack the folder."""
     headline = pd.read_csv(out / HEADLINE) if (out / HEADLINE).is_file() else None
-    text = summary_markdown(device, results, headline)
+    text = summary_markdown(device, results, headline, notes)
     tmp = out / "summary.md.tmp"
     tmp.write_text(text)
     tmp.replace(out / "summary.md")
     return pack(out, "first-look.tar.gz")
 
 
-def run(out: Path, steps: list[Step], budget_s: float, device: str) -> tuple[list, Path]:
+def run(
+    out: Path, steps: list[Step], budget_s: float, device: str, notes: tuple = ()
+) -> tuple[list, Path]:
     results = run_steps(steps, out, budget_s, cwd=ROOT)
-    return results, finish(out, device, results)
+    return results, finish(out, device, results, notes)
+
+
+def cache_notes(steps: list[Step]) -> tuple[str, ...]:
+    """The toolchain and how much of what the steps launch the kernel cache holds."""
+    from kernels.aot import missing
+    from kernels.build import CACHE_DIR, nvcc_path, toolchain
+
+    needed = list(dict.fromkeys(b for s in steps for b in s.needs))
+    held = len(needed) - len(missing(needed))
+    return (
+        f"toolchain {toolchain()}, nvcc {'at ' + nvcc_path() if nvcc_path() else 'absent'}",
+        f"kernel cache {CACHE_DIR}: {held} of the {len(needed)} kernels the steps launch "
+        "(each step's log says how many it took from the cache and how many it compiled)",
+    )
 
 
 def dry_run(steps: list[Step], budget_s: float) -> tuple[str, bool]:
@@ -331,7 +350,7 @@ def command(args) -> int:
         raise ValueError("first-look runs on a GPU host; here, use --dry-run to see the plan")
     if out.exists() and any(out.iterdir()):
         raise ValueError(f"--out {out} is not empty: give a new folder (nothing was written)")
-    results, archive = run(out, steps, args.budget, device)
+    results, archive = run(out, steps, args.budget, device, cache_notes(steps))
     for r in results:
         print(f"{r.name:<14} {r.status:<10} {r.seconds:6.0f} s")
     print(f"summary {out / 'summary.md'}; everything in {archive}")
