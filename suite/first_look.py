@@ -256,6 +256,11 @@ def finish(out: Path, device: str, results: list[StepResult], notes: tuple = ())
     """Write summary.md from steps.csv and headline.csv, then pack the folder."""
     headline = pd.read_csv(out / HEADLINE) if (out / HEADLINE).is_file() else None
     text = summary_markdown(device, results, headline, notes)
+    record = next(iter(sorted((out / "logs").glob("*-device.log"))), None)
+    if record is not None:  # the device step's output: NVML record, backends available
+        text += (
+            "\n## Device record\n\n```\n" + record.read_text(errors="replace")[:6000] + "\n```\n"
+        )
     tmp = out / "summary.md.tmp"
     tmp.write_text(text)
     tmp.replace(out / "summary.md")

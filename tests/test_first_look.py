@@ -113,6 +113,7 @@ def test_the_runner_records_a_hang_a_failure_and_a_success_within_its_budget(tmp
         "subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)']); time.sleep(60)"
     )
     steps = [
+        Step("device", "a device record", [PY, "-c", "print('GPU 0: pretend H100')"], 10, 1),
         Step("hang", "sleeps past its limit", [PY, "-c", hang], 2, 1),
         Step("fail", "exits 3", [PY, "-c", "print('boom'); raise SystemExit(3)"], 10, 1),
         Step("ok", "succeeds", [PY, "-c", "print('fine')"], 10, 1),
@@ -121,15 +122,16 @@ def test_the_runner_records_a_hang_a_failure_and_a_success_within_its_budget(tmp
     t0 = time.monotonic()
     results, archive = first_look.run(tmp_path / "fl", steps, 40, "test device")
     assert time.monotonic() - t0 < 25
-    assert [r.status for r in results] == ["timed out", "failed", "ok", "skipped"]
-    assert results[1].returncode == 3 and "boom" in results[1].detail
+    assert [r.status for r in results] == ["ok", "timed out", "failed", "ok", "skipped"]
+    assert results[2].returncode == 3 and "boom" in results[2].detail
     rows = pd.read_csv(tmp_path / "fl" / "steps.csv")
-    assert list(rows.status) == ["timed out", "failed", "ok", "skipped"]
+    assert list(rows.status) == ["ok", "timed out", "failed", "ok", "skipped"]
     summary = (tmp_path / "fl" / "summary.md").read_text()
     assert "| hang: sleeps past its limit | timed out |" in summary
+    assert "## Device record" in summary and "pretend H100" in summary
     with tarfile.open(archive) as tar:
         names = tar.getnames()
-    assert "fl/summary.md" in names and "fl/steps.csv" in names and "fl/logs/03-ok.log" in names
+    assert "fl/summary.md" in names and "fl/steps.csv" in names and "fl/logs/04-ok.log" in names
 
 
 def test_a_spent_budget_skips_the_remaining_steps(tmp_path):
