@@ -107,5 +107,5 @@ def save(fig: Figure | None, path: Path) -> Path | None:
     """Write ``fig`` as PNG at ``path``; returns the path, or None when there is no figure."""
     if fig is None:
         return None
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=110, format="png")  # whatever the (temporary) name ends in
     return path
