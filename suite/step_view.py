@@ -12,47 +12,97 @@ Masks change every step, so a sparse GEMM's operand is compressed every step, by
 of the backend that ran it (suite/compressors.py); where the sweep has no such row the step says
 "compress not measured" and adds nothing. A method whose GEMM falls back to dense compresses
 nothing for it.
+
+Each step carries its noise interval: every part's timing at median -+ IQR/2
+(suite.timing.spread_bounds), summed. The speed-up's interval sets the parts a method does not
+share with the dense step at the edges of their noise, against each other; a part both steps run
+(the same measurement, e.g. the dense weight-gradient GEMM) is held at its median, since its
+noise is the same on both sides. ``converged`` is False when any part's timing did not converge.
 """
 
 from __future__ import annotations
 
 import math
+from typing import NamedTuple
 
 import pandas as pd
 
 from suite.compressors import compressor_of
+from suite.ratios import bounds, converged
 
 
-def _best(df: pd.DataFrame, sparse: bool | None = None) -> tuple[float, str]:
-    ok = df[df.status == "ok"]
+class Part(NamedTuple):
+    """One timed part of a step: median, noise bounds, whether its timing converged, who ran it."""
+
+    ms: float
+    lo: float
+    hi: float
+    ok: bool
+    name: str
+
+    def scaled(self, factor: float) -> Part:
+        return self._replace(ms=self.ms * factor, lo=self.lo * factor, hi=self.hi * factor)
+
+
+NONE = Part(0.0, 0.0, 0.0, True, "")
+MISSING = Part(math.nan, math.nan, math.nan, True, "-")
+
+
+def _part(rows: pd.DataFrame) -> Part:
+    """The fastest ok row of ``rows`` as a Part (MISSING when there is none)."""
+    ok = rows[rows.status == "ok"]
+    if ok.empty or ok.median_ms.dropna().empty:
+        return MISSING
+    row = ok.loc[[ok.median_ms.idxmin()]]
+    lo, hi = bounds(row)
+    return Part(float(row.median_ms.iloc[0]), float(lo[0]), float(hi[0]),
+                bool(converged(row).iloc[0]), str(row.backend.iloc[0]) if "backend" in row
+                else "")  # fmt: skip
+
+
+def _best(df: pd.DataFrame, sparse: bool | None = None) -> Part:
     if sparse is not None:
-        ok = ok[ok.sparse_path.astype(bool) == sparse]
-    if ok.empty:
-        return math.nan, "-"
-    row = ok.loc[ok.median_ms.idxmin()]
-    return float(row.median_ms), str(row.backend)
+        df = df[df.sparse_path.astype(bool) == sparse]
+    return _part(df)
 
 
-def _sparse_or_dense(df: pd.DataFrame) -> tuple[float, str]:
-    sparse, name = _best(df, sparse=True)
-    dense, dname = _best(df, sparse=False)
-    if math.isnan(sparse) or (not math.isnan(dense) and dense < sparse):
-        return dense, f"{dname} (dense)"
-    return sparse, name
+def _sparse_or_dense(df: pd.DataFrame) -> Part:
+    sparse = _best(df, sparse=True)
+    dense = _best(df, sparse=False)
+    if math.isnan(sparse.ms) or (not math.isnan(dense.ms) and dense.ms < sparse.ms):
+        return dense._replace(name=f"{dense.name} (dense)")
+    return sparse
 
 
-def _compress_ms(mk: pd.DataFrame, op: str, backend_name: str) -> tuple[float, str]:
-    """Per-step compression for the GEMM run by ``backend_name``: (ms, note)."""
+def _compress(mk: pd.DataFrame, op: str, backend_name: str) -> tuple[Part, str]:
+    """Per-step compression for the GEMM run by ``backend_name``: (part, note)."""
     if backend_name.endswith("(dense)") or backend_name == "-":
-        return 0.0, ""
+        return NONE, ""
     comp = compressor_of(backend_name)
     rows = mk[(mk.op == op) & (mk.status == "ok")]
     if comp is None or "compress_backend" not in rows or rows[rows.compress_backend == comp].empty:
-        return 0.0, f"; {op} not measured"
-    return float(rows[rows.compress_backend == comp].median_ms.min()), ""
+        return NONE, f"; {op} not measured"
+    return _part(rows[rows.compress_backend == comp]), ""
+
+
+def _speedup(dense: dict[str, Part], parts: dict[str, Part]) -> tuple[float, float, float]:
+    """dense / method with its interval; parts both steps share are held at their median."""
+    shared = {k for k, p in parts.items() if dense.get(k) == p}
+    fixed = sum(parts[k].ms for k in shared)
+    d = [p for k, p in dense.items() if k not in shared]
+    m = [p for k, p in parts.items() if k not in shared]
+    total = sum(p.ms for p in parts.values())
+    d_total = sum(p.ms for p in dense.values())
+    if not total:
+        return math.nan, math.nan, math.nan
+    lo = (fixed + sum(p.lo for p in d)) / (fixed + sum(p.hi for p in m))
+    hi = (fixed + sum(p.hi for p in d)) / (fixed + sum(p.lo for p in m))
+    return d_total / total, lo, hi
 
 
 def step_view(df: pd.DataFrame, perm_every: int = 100) -> pd.DataFrame:
+    """Per layer, token count, pattern and method: the projected step time and its speed-up
+    over the dense step, each with its noise interval."""
     rows = []
     gemm = df[df.op.isin(["nm_gemm", "gemm"])]
     # tokens: n of the fwd and bwd-data GEMMs, k of the weight-gradient GEMM
@@ -61,37 +111,48 @@ def step_view(df: pd.DataFrame, perm_every: int = 100) -> pd.DataFrame:
     for (layer, n), g in gemm.groupby(["layer", "tokens"]):
         if g[g["pass"] == "fwd"].empty:
             continue
-        bww, _ = _best(g[g["pass"] == "bwd-weight"])
+        bww = _part(g[g["pass"] == "bwd-weight"])
         for pattern in sorted(p for p in g.pattern.unique() if p != "dense"):
             gp = g[g.pattern == pattern]
-            fwd_d, _ = _best(gp[gp["pass"] == "fwd"], sparse=False)
-            bwd_d, _ = _best(gp[gp["pass"] == "bwd-data"], sparse=False)
-            fwd_s, fwd_name = _sparse_or_dense(gp[gp["pass"] == "fwd"])
-            bwd_s, bwd_name = _sparse_or_dense(gp[gp["pass"] == "bwd-data"])
+            fwd_s = _sparse_or_dense(gp[gp["pass"] == "fwd"])
+            bwd_s = _sparse_or_dense(gp[gp["pass"] == "bwd-data"])
             mk = masks[(masks.layer == layer) & (masks.pattern == pattern)]
-            nm = mk[mk.op == "nm_mask"].median_ms.min()
-            bm = mk[mk.op == "backward_mask"].median_ms.min()
-            search = mk[mk.op == "perm_search"].median_ms.min()
-            comp_f, note_f = _compress_ms(mk, "compress", fwd_name)
-            comp_b, note_b = _compress_ms(mk, "compress_bwd", bwd_name)
-            dense = fwd_d + bwd_d + bww
+            comp_f, note_f = _compress(mk, "compress", fwd_s.name)
+            comp_b, note_b = _compress(mk, "compress_bwd", bwd_s.name)
+            nm = _part(mk[mk.op == "nm_mask"])
+            dense = {
+                "fwd": _best(gp[gp["pass"] == "fwd"], sparse=False),
+                "bwd": _best(gp[gp["pass"] == "bwd-data"], sparse=False),
+                "bww": bww,
+            }
+            srste = {**dense, "fwd": fwd_s, "nm": nm, "comp_f": comp_f}
+            bimask = {
+                **srste,
+                "bwd": bwd_s,
+                "bm": _part(mk[mk.op == "backward_mask"]),
+                "search": _part(mk[mk.op == "perm_search"]).scaled(1 / perm_every),
+                "comp_b": comp_b,
+            }
             methods = {
                 "dense": (dense, "dense GEMMs"),
-                "srste": (fwd_s + bwd_d + bww + nm + comp_f, f"fwd {fwd_name}{note_f}"),
-                "bimask": (
-                    fwd_s + bwd_s + bww + nm + bm + search / perm_every + comp_f + comp_b,
-                    f"fwd {fwd_name}, bwd {bwd_name}{note_f}{note_b}",
-                ),
+                "srste": (srste, f"fwd {fwd_s.name}{note_f}"),
+                "bimask": (bimask, f"fwd {fwd_s.name}, bwd {bwd_s.name}{note_f}{note_b}"),
             }
-            for method, (total, how) in methods.items():
+            for method, (parts, how) in methods.items():
+                speedup, lo, hi = _speedup(dense, parts)
                 rows.append(
                     {
                         "layer": layer,
                         "tokens": n,
                         "pattern": pattern,
                         "method": method,
-                        "step_ms": total,
-                        "speedup": dense / total if total else math.nan,
+                        "step_ms": sum(p.ms for p in parts.values()),
+                        "step_lo": sum(p.lo for p in parts.values()),
+                        "step_hi": sum(p.hi for p in parts.values()),
+                        "speedup": speedup,
+                        "speedup_lo": lo,
+                        "speedup_hi": hi,
+                        "converged": method == "dense" or all(p.ok for p in parts.values()),
                         "kernels": how,
                     }
                 )

@@ -4,6 +4,10 @@ GPU: CUDA events around each call, an L2 flush (a write of a buffer larger than 
 repetition, warm-up first. CPU: ``time.perf_counter``. Repetitions continue until the relative
 standard error of the mean is below ``target_rse`` (after ``min_reps``) or the time budget is
 spent. Median, IQR, min and the raw samples are kept.
+
+The spread a result row carries on is :func:`spread_bounds`: median +- IQR/2 (the width of the
+middle half of the samples, centred on the median), never below the fastest sample. Reports
+derive every ratio's interval from it (suite/ratios.py).
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 
+import numpy as np
 import torch
 
 _L2_FLUSH_BYTES = 256 * 1024 * 1024
@@ -33,10 +38,27 @@ class Timing:
     converged: bool  # reached target_rse before the budget ran out
     samples_ms: tuple[float, ...] = field(repr=False)
 
+    @property
+    def bounds(self) -> tuple[float, float]:
+        """The noise interval of this timing, :func:`spread_bounds` of its median, IQR and min."""
+        return spread_bounds(self.median_ms, self.iqr_ms, self.min_ms)
+
     def to_dict(self) -> dict:
         d = asdict(self)
         d["samples_ms"] = list(self.samples_ms)
         return d
+
+
+def spread_bounds(median_ms, iqr_ms, min_ms=math.nan):
+    """(low, high) = median -+ IQR/2, the low end never below the fastest sample ``min_ms``
+    (nor below zero). Works on floats and on numpy arrays or pandas Series alike; a missing IQR
+    gives NaN bounds (the spread is unknown)."""
+    median, iqr, fastest = (np.asarray(x, dtype=float) for x in (median_ms, iqr_ms, min_ms))
+    low = np.fmax(median - iqr / 2, np.where(np.isnan(iqr), np.nan, np.fmax(fastest, 0.0)))
+    high = median + iqr / 2
+    if low.ndim == 0:
+        return float(low), float(high)
+    return low, high
 
 
 def _quantile(xs: list[float], q: float) -> float:
