@@ -110,11 +110,23 @@ def cmd_build(args) -> int:
             file=sys.stderr,
         )
         return 2
+    for cc in ccs:
+        if not aot.run_builds(cc, tuple(args.dtype)):
+            print(
+                f"error: no kernel of this project runs on compute capability {cc[0]}.{cc[1]} "
+                "(they need sm_80 or newer)",
+                file=sys.stderr,
+            )
+            return 2
     out = Path(args.out)
     if out.exists() and not out.is_dir():
         print(f"error: --out {out} is a file; give a folder for the kernel cache", file=sys.stderr)
         return 2
-    out.mkdir(parents=True, exist_ok=True)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        print(f"error: cannot create --out {out}: {err.strerror}", file=sys.stderr)
+        return 2
     use_cache_dir(out)
     builds = list(dict.fromkeys(b for cc in ccs for b in aot.run_builds(cc, tuple(args.dtype))))
     jobs = args.jobs if args.jobs is not None else (os.cpu_count() or 1)

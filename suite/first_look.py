@@ -343,6 +343,12 @@ def command(args) -> int:
                 "'python -m kernels build --for-device NAME --out DIR')"
             )
         cache = use_cache_dir(cache)
+    if not args.dry_run and not torch.cuda.is_available():
+        raise ValueError(
+            "first-look runs on a GPU host; here, see its plan with --dry-run --for-device NAME"
+        )
+    if not args.dry_run and args.for_device:
+        raise ValueError("--for-device goes with --dry-run; a run plans for the GPU it runs on")
     device, cc = _target(args)
     out = Path(args.out).resolve()
     steps = plan(out, cc, cache)
@@ -351,8 +357,6 @@ def command(args) -> int:
         print(f"first look for {device} (compute capability {cc[0]}.{cc[1]}) -> {out}")
         print(text)
         return 0 if ok else 1
-    if not torch.cuda.is_available():
-        raise ValueError("first-look runs on a GPU host; here, use --dry-run to see the plan")
     if out.exists() and any(out.iterdir()):
         raise ValueError(f"--out {out} is not empty: give a new folder (nothing was written)")
     results, archive = run(out, steps, args.budget, device, cache_notes(steps))

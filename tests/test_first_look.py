@@ -222,3 +222,20 @@ def test_the_ahead_of_time_quick_configs_are_the_suites(cc, monkeypatch):
             for config in suite_configs:
                 extra = aot.gemm_extra(config, False, False)
                 assert aot.Build(variant, config, "bfloat16", aot.arch_of(cc), extra) in builds
+
+
+def test_kernels_build_refuses_targets_it_has_no_kernels_for(tmp_path, capsys, monkeypatch):
+    from kernels.__main__ import main as kernels_main
+
+    monkeypatch.setattr(build, "nvcc_path", lambda: "/fake/nvcc")  # the check comes first
+    assert kernels_main(["build", "--arch", "sm_75", "--out", str(tmp_path / "k")]) == 2
+    assert "compute capability 7.5" in capsys.readouterr().err
+    assert kernels_main(["build", "--for-device", "Z80", "--out", str(tmp_path / "k")]) == 2
+    assert "unknown device 'Z80'" in capsys.readouterr().err
+    assert not (tmp_path / "k").exists()
+
+
+def test_first_look_off_a_gpu_points_at_the_dry_run(tmp_path, capsys):
+    assert suite_main(["first-look", "--out", str(tmp_path / "o")]) == 2
+    assert "--dry-run --for-device" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()
