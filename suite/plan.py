@@ -121,7 +121,7 @@ class Plan:
     def progress_bar(self, disable: bool = False) -> tqdm:
         """A bar over estimated seconds: tqdm's remaining time is the ETA from measured rates."""
         return tqdm(
-            total=round(self.estimate_s, 1),
+            total=self.estimate_s,
             desc="sweep",
             disable=disable,
             file=sys.stderr,
@@ -154,7 +154,7 @@ class Plan:
             t0 = self.clock()
             yield t.kind, t.task
             self._spent.append((t.estimate_s, self.clock() - t0))
-            bar.update(t.estimate_s)
+            bar.update(min(t.estimate_s, max(bar.total - bar.n, 0.0)))  # sums of floats
         bar.close()
 
     def meta(self) -> dict:
