@@ -35,12 +35,11 @@ GPU_BACKENDS = (
 )
 BUDGET_S = 360.0
 TIMING_BUDGET_S = 0.25  # per config, in the benchmark steps
-# Estimates for the dry run (seconds): a process start (python, torch, CUDA context), and per
-# benchmarked config its verification against float64 plus the timing budget. Assumptions, to
-# be calibrated on a GPU host.
+# Estimates for the dry run (seconds), assumptions to be calibrated on a GPU host: a process
+# start (python, torch, CUDA context), a sweep's report; the sweeps themselves are estimated by
+# the planner's cost model (suite/costmodel.py).
 STARTUP_S = 8.0
-VERIFY_S = 0.4
-COMPILE_S = 2.0  # one nvcc build, where the cache lacks a kernel and nvcc exists
+REPORT_S = 7.0
 TESTS_S = 90.0
 HEADLINE = "headline.csv"
 
@@ -109,11 +108,12 @@ def _headline_after(step_out: Path):
     return after
 
 
-def _tunings(shapes: Path, passes: list[str]) -> int:
-    """How many configs the benchmark step verifies and times (all GPU backends)."""
-    from suite.backends import BACKENDS
+def _sweep_estimate(shapes: Path, passes: list[str]) -> float:
+    """The planner's estimate (suite/costmodel.py) of a benchmark step's sweep, in seconds."""
+    from suite.plan import make_plan
     from suite.shapes import benchmark_layers
-    from suite.sweep import SweepSpec, gemm_tasks
+    from suite.sweep import SweepSpec
+    from suite.tuner import TuneSettings
 
     spec = SweepSpec(
         tuple(benchmark_layers("gpu", shapes)),
@@ -122,15 +122,11 @@ def _tunings(shapes: Path, passes: list[str]) -> int:
         GPU_BACKENDS,
         "bfloat16",
         "cuda",
+        TuneSettings("brute_force", None, None, 0, budget_s=TIMING_BUDGET_S),
         passes=tuple(passes),
+        space="quick",
     )
-    n = 0
-    for problem, name in gemm_tasks(spec):
-        backend = BACKENDS[name]
-        if backend.supports(problem) is None:
-            space = (backend.quick_space or backend.space)(problem)
-            n += len(space.configs())
-    return n
+    return make_plan(spec, None).estimate_s
 
 
 def plan(out: Path, cc: tuple[int, int], kernel_cache: Path | None) -> list[Step]:
@@ -149,13 +145,16 @@ def plan(out: Path, cc: tuple[int, int], kernel_cache: Path | None) -> list[Step
     square = SHAPES / "first_look.toml"
     headline = SHAPES / "headline.toml"
 
-    def bench(name, title, shapes, passes, limit, already: int = 0):
-        est = STARTUP_S + (_tunings(shapes, passes) - already) * (VERIFY_S + TIMING_BUDGET_S)
+    def bench(name, title, shapes, passes, limit, already: float = 0.0):
+        # the sweep plans itself into the step's limit (suite bench --time-budget): what does
+        # not fit is skipped with a reason (skipped.csv) and the step still writes its results
+        sweep_s = limit - STARTUP_S - REPORT_S
+        est = STARTUP_S + min(_sweep_estimate(shapes, passes) - already, sweep_s) + REPORT_S
         run_out = out / shapes.stem / "-".join(passes)
         return Step(
             name,
             title,
-            _bench_argv(out, shapes, passes),
+            [*_bench_argv(out, shapes, passes), "--time-budget", f"{sweep_s:.0f}"],
             limit,
             est,
             env=env,
@@ -186,7 +185,7 @@ def plan(out: Path, cc: tuple[int, int], kernel_cache: Path | None) -> list[Step
             headline,
             ["fwd"],
             120,
-            already=_tunings(square, ["fwd"]),
+            already=_sweep_estimate(square, ["fwd"]),
         ),
         Step(
             "gpu-tests",
@@ -307,7 +306,7 @@ def dry_run(steps: list[Step], budget_s: float) -> tuple[str, bool]:
     if builds_missing:
         ok = False
         lines.append(f"{len(builds_missing)} kernel(s) the run needs are not in the cache:")
-        lines += [f"  {b.label()}: {why}" for b, why in list(builds_missing.items())[:20]]
+        lines += [f"  {b.label()}: {why}" for b, why in list(builds_missing.items())[:10]]
         lines.append("build them with: python -m kernels build --for-device NAME --out DIR")
     else:
         lines.append("every kernel the run needs is in the cache")

@@ -240,6 +240,8 @@ def _estimate(spec: SweepSpec, cache: ResultCache | None, shard, budget_s, clock
             t.cached = not t.unsupported and t.configs == 0
             setup = (problem, backend.dense_operand)
             t.estimate_s = t.configs * model.config_s(problem, name)
+            if t.configs:
+                t.estimate_s += model.compress_s(problem, name)
             if t.configs and setup not in set_up:
                 t.estimate_s += model.problem_setup_s(problem)
                 set_up.add(setup)

@@ -239,3 +239,13 @@ def test_first_look_off_a_gpu_points_at_the_dry_run(tmp_path, capsys):
     assert suite_main(["first-look", "--out", str(tmp_path / "o")]) == 2
     assert "--dry-run --for-device" in capsys.readouterr().err
     assert not (tmp_path / "o").exists()
+
+
+def test_each_benchmark_step_plans_its_sweep_into_its_own_limit(tmp_path):
+    steps = {s.name: s for s in first_look.plan(tmp_path, (9, 0), None)}
+    for name in ("headline", "permuted", "shapes"):
+        argv = steps[name].argv
+        budget = float(argv[argv.index("--time-budget") + 1])
+        assert 0 < budget < steps[name].limit_s
+        assert steps[name].estimate_s <= steps[name].limit_s
+    assert "--kernel-cache" not in steps["headline"].argv  # the cache reaches it by environment
