@@ -22,6 +22,9 @@ from bimask.backends import TorchLinearOps, layer_ops
 from bimask.layers import SparseMixin
 from bimask.swap import bake_masks, make_dense, make_sparse, strip_sparsity
 
+_redispatch = getattr(torch.overrides, "redispatch_function", None) or getattr(
+    torch._C, "_skip_one_hop_torch_function", None
+)
 _FUSED = (torch._native_multi_head_attention, torch._transformer_encoder_layer_fwd)
 
 
@@ -65,6 +68,11 @@ class _ProjectionRouter(TorchFunctionMode):
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
+        if func is F.multi_head_attention_forward:  # python-level: run its body under the mode
+            if _redispatch is None:
+                raise RuntimeError("bimask: sparse attention needs torch.overrides.redispatch")
+            with self:
+                return _redispatch(func, types, args, kwargs)
         if func in _FUSED:
             raise RuntimeError("bimask: a fused attention path would skip the N:M masks")
         if func is F.linear:
