@@ -122,7 +122,7 @@ def ref_attention(mha, query, key, value, lin):
     e, h = mha.embed_dim, mha.num_heads
     w, b = mha.in_proj_weight, mha.in_proj_bias
     q, k, v = (lin(t, slice(i * e, (i + 1) * e), w, b) for i, t in enumerate((query, key, value)))
-    (tq, n, _), ts = q.shape, k.shape[0]
+    tq, n, _ = q.shape
     q, k, v = (t.reshape(t.shape[0], n * h, e // h).transpose(0, 1) for t in (q, k, v))
     att = torch.softmax(q @ k.transpose(1, 2) / math.sqrt(e // h), -1) @ v
     out = att.transpose(0, 1).reshape(tq * n, e)

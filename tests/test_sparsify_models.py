@@ -55,7 +55,7 @@ def test_bimask_gradients_match_the_reference_autograd(name):
     terms = install_oracle(dense, model, decisions, grads=True)
     ((dense(*xr) ** 2).sum() + decay_term(terms, DECAY)).backward()
     assert any((mf != mb).any() for mf, mb in (masks_of(model, d) for d in decisions if d.sparse))
-    for a, b in zip(x, xr):
+    for a, b in zip(x, xr, strict=True):
         if a.is_floating_point():
             torch.testing.assert_close(a.grad, b.grad, rtol=1e-9, atol=1e-12)
     ref = dict(dense.named_parameters())

@@ -1,0 +1,170 @@
+"""sparsify's dense-layer rule by role, include/exclude, attention options, kept hooks, and
+the errors raised before anything changes (issue 19)."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+from models_for_sparsify import ScaledLinear, SmallViT, subclass_model
+from torch import nn
+
+from bimask import sparsify
+from bimask.layers import SparseMixin
+from bimask.sparsify import OWN_FORWARD
+
+
+def _by_name(decisions):
+    return {d.name: d for d in decisions}
+
+
+def test_the_encoder_layers_second_linear_is_not_taken_for_a_classifier():
+    decisions = _by_name(sparsify(nn.TransformerEncoderLayer(64, 4, 128), "2:4", "bimask"))
+    assert all(decisions[n].sparse for n in ("linear1", "linear2", "self_attn.out_proj"))
+    assert decisions["self_attn.in_proj_weight"].sparse
+    assert "F.multi_head_attention_forward" in decisions["self_attn.in_proj_weight"].reason
+
+
+class TwoHeads(nn.Module):
+    """The output layer is not the last one registered (``aux`` is): only a trace tells."""
+
+    def __init__(self):
+        super().__init__()
+        self.stem = nn.Conv2d(4, 16, 3, padding=1)
+        self.conv = nn.Conv2d(16, 16, 3, padding=1)
+        self.out = nn.Linear(16, 8)
+        self.aux = nn.Linear(16, 16)
+
+    def forward(self, x):
+        h = self.conv(torch.relu(self.stem(x))).mean((2, 3))
+        return self.out(self.aux(h))
+
+
+def test_the_output_layer_is_found_by_a_trace_or_by_name():
+    x = torch.randn(2, 4, 6, 6)
+    traced = _by_name(sparsify(TwoHeads(), "2:4", "srste", example_input=x))
+    assert not traced["out"].sparse and "traced" in traced["out"].reason
+    assert traced["aux"].sparse and not traced["stem"].sparse
+    assert "first convolution" in traced["stem"].reason and traced["conv"].sparse
+    guessed = _by_name(sparsify(TwoHeads(), "2:4", "srste"))
+    assert not guessed["aux"].sparse and guessed["out"].sparse  # last submodule, as it says
+    assert "output=" in guessed["aux"].reason
+    named = _by_name(sparsify(TwoHeads(), "2:4", "srste", output="out"))
+    assert not named["out"].sparse and named["aux"].sparse and "output=" in named["out"].reason
+    nothing = _by_name(sparsify(TwoHeads(), "2:4", "srste", dense_roles=()))
+    assert nothing["out"].sparse and nothing["aux"].sparse and nothing["stem"].sparse
+
+
+def test_include_and_exclude_by_pattern_or_predicate():
+    vit = SmallViT()
+    d = _by_name(sparsify(vit, "2:4", "bimask", "greedy", exclude="*.attn*"))
+    assert not d["blocks.0.attn.in_proj_weight"].sparse and not d["blocks.1.attn.out_proj"].sparse
+    assert d["blocks.0.mlp.0"].sparse and "exclude=" in d["blocks.0.attn.out_proj"].reason
+    d = _by_name(sparsify(SmallViT(), "2:4", "bimask", "greedy", include=["*.mlp.*"]))
+    assert {n for n, x in d.items() if x.sparse} == {
+        f"blocks.{i}.mlp.{j}" for i in (0, 1) for j in (0, 2)
+    }
+    d = _by_name(sparsify(SmallViT(), "2:4", "bimask", "greedy", include=lambda n, m: n == "head"))
+    assert not d["head"].sparse and "output dimension 10" in d["head"].reason  # 10 % 4
+
+
+def test_every_kind_of_weight_gets_a_line():
+    class Conv1D(nn.Module):  # Hugging Face's transposed Linear, recognised by duck typing
+        def __init__(self, nf, nx):
+            super().__init__()
+            self.nf = nf
+            self.weight = nn.Parameter(torch.randn(nx, nf))
+            self.bias = nn.Parameter(torch.zeros(nf))
+
+    model = nn.ModuleDict(
+        {"c_attn": Conv1D(96, 32), "c1": nn.Conv1d(8, 8, 3), "emb": nn.Embedding(10, 8)}
+    )
+    model.extra = nn.Parameter(torch.zeros(4, 4))
+    d = _by_name(sparsify(model, "2:4", "bimask"))
+    assert "transposed Linear" in d["c_attn"].reason and "Conv1d" in d["c1"].reason
+    assert "lookup" in d["emb"].reason and "not the weight of a known" in d["extra"].reason
+    assert not any(x.sparse for x in d.values())
+
+
+def test_a_linear_subclass_with_its_own_forward_gets_the_forward_mask_and_says_so():
+    model = subclass_model()
+    d = sparsify(model, "2:4", "bimask", "greedy")
+    assert d[0].sparse and d[0].gemms != OWN_FORWARD and d[0].kind == "MarkerLinear"
+    assert d[1].sparse and d[1].gemms == OWN_FORWARD and isinstance(model[2], ScaledLinear)
+    assert isinstance(model[0], SparseMixin) and not d[2].sparse
+
+
+def test_hooks_requires_grad_and_attributes_are_kept():
+    model = nn.Sequential(nn.Linear(16, 16), nn.ReLU(), nn.Linear(16, 16), nn.Linear(16, 4))
+    seen = []
+    model[0].register_forward_hook(lambda m, i, o: seen.append(o.shape))
+    model[2].weight.requires_grad_(False)
+    model[2].tag = "frozen"
+    sparsify(model, "2:4", "bimask", "greedy")
+    model(torch.randn(3, 16)).sum().backward()
+    assert seen == [torch.Size([3, 16])] and model[2].tag == "frozen"
+    assert not model[2].weight.requires_grad and model[2].weight.grad is None
+    assert isinstance(model[2], SparseMixin) and model[0].weight.grad is not None
+
+
+@pytest.mark.parametrize(
+    "opts, call",
+    [
+        ({}, {"need_weights": True}),
+        ({"batch_first": True}, {"need_weights": False, "average_attn_weights": False}),
+        ({"kdim": 24, "vdim": 40}, {"need_weights": True}),
+        ({"add_bias_kv": True, "add_zero_attn": True}, {"need_weights": False}),
+        ({}, {"key_padding_mask": True, "attn_mask": True}),
+        ({}, {"cross": True}),
+    ],
+)
+def test_sparse_attention_matches_nn_multihead_attention_with_the_masks_applied(opts, call):
+    torch.manual_seed(0)
+    mha = nn.MultiheadAttention(32, 4, **opts).double()
+    dense = copy.deepcopy(mha)
+    decisions = sparsify(mha, "2:4", "bimask", "greedy", include="*")
+    assert all(d.sparse for d in decisions if d.kind != "Parameter")
+    call = dict(call)
+    shape = (2, 5, 32) if opts.get("batch_first") else (5, 2, 32)
+    q = torch.randn(shape, dtype=torch.float64)
+    k = torch.randn(shape[:-1] + (opts.get("kdim", 32),), dtype=torch.float64)
+    v = torch.randn(shape[:-1] + (opts.get("vdim", 32),), dtype=torch.float64)
+    if not call.pop("cross", False) and "kdim" not in opts:
+        k = v = q
+    if call.pop("key_padding_mask", False):
+        call["key_padding_mask"] = torch.tensor([[False] * 4 + [True], [False] * 5])
+    if call.pop("attn_mask", False):
+        call["attn_mask"] = torch.triu(torch.ones(5, 5, dtype=torch.bool), 1)
+    out, weights = mha(q, k, v, **call)
+    with torch.no_grad():
+        for d in (d for d in decisions if d.sparse):
+            holder = mha.get_submodule(
+                d.name if d.kind != "MultiheadAttention" else f"{d.name}_mask"
+            )
+            dict(dense.named_parameters())[d.weight].mul_(holder.mask_forward)
+    ref, ref_weights = dense(q, k, v, **call)
+    torch.testing.assert_close(out, ref, rtol=0, atol=1e-12)
+    if weights is not None:
+        torch.testing.assert_close(weights, ref_weights, rtol=0, atol=1e-12)
+
+
+def test_lazy_modules_must_run_once_first_and_nothing_changes():
+    model = nn.Sequential(nn.LazyLinear(16), nn.ReLU(), nn.Linear(16, 16), nn.Linear(16, 4))
+    with pytest.raises(ValueError, match="not materialised yet.*forward pass"):
+        sparsify(model, "2:4", "bimask")
+    assert not any(isinstance(m, SparseMixin) for m in model.modules())
+    model(torch.randn(2, 8))
+    assert _by_name(sparsify(model, "2:4", "bimask", "greedy"))["2"].sparse
+
+
+def test_sparsifying_an_attention_model_twice():
+    layer = nn.TransformerEncoderLayer(64, 4, 128)
+    first = sparsify(layer, "2:4", "bimask", "greedy")
+    holder = layer.self_attn.in_proj_weight_mask
+    again = sparsify(layer, "2:4", "bimask", "greedy")
+    assert [d.name for d in again if d.sparse] == [d.name for d in first if d.sparse]
+    assert all("already sparse" in d.reason for d in again if d.sparse)
+    assert layer.self_attn.in_proj_weight_mask is holder
+    with pytest.raises(ValueError, match="already sparse with different settings"):
+        sparsify(layer, "1:4", "bimask", "greedy")
