@@ -4,7 +4,8 @@ The paper keeps the first convolution and the output classifier dense. Both are 
 the output layer is the GEMM module whose output *is* the model's output (a forward trace on
 ``example_input``), the module named by ``output=``, or, without either, the model's last
 submodule when that is a GEMM layer; the first convolution is the first one to run (trace) or
-the first one registered.
+the first one registered. A traced GEMM layer whose forward never ran stays dense too: its
+weight is read some other way (``F.linear(x, layer.weight)``), which would bypass the masks.
 """
 
 from __future__ import annotations
@@ -139,6 +140,9 @@ def dense_roles(
     if output is not None:
         produce_output, how = {output}, "named by output="
     dense = {}
+    if example_input is not None:  # a layer whose forward never ran would never see its mask
+        for name in (n for n in gemm.values() if n not in ran):
+            dense[name] = "did not run in the traced forward (its weight read directly?)"
     if "first_conv" in roles:
         first = next((n for n in ran if kind.get(n) == "conv2d"), None)
         if first is not None:

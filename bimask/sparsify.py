@@ -31,7 +31,6 @@ OWN_FORWARD = "fwd and dX with W*Mf in the layer's own forward (no backward mask
 DENSE_GEMMS = "fwd, dX, dW on torch (dense, the layer's own forward)"
 _UNSUPPORTED = {
     "conv": "only Conv2d has sparse GEMMs here (no Conv1d/Conv3d/transposed conv)",
-    "transposed_linear": "transposed Linear (x @ W, W in x out): recognised, not supported yet",
     "embedding": "a lookup, not a GEMM",
 }
 
@@ -170,7 +169,8 @@ def sparsify(
             if c.parent:
                 named.append((c.parent, modules[c.parent]))
             reason = _UNSUPPORTED.get(c.kind) or rule(named)
-            reason = reason or _why_dense(c.module, weight, pattern, method, conv_order)
+            gemm_view = weight.t() if c.kind == "transposed_linear" else weight
+            reason = reason or _why_dense(c.module, gemm_view, pattern, method, conv_order)
             if reason is None and id(weight) in owner and c.kind == "attention":
                 reason = f"weight tied with {owner[id(weight)]}; tied attention weights unsupported"
             if reason:
@@ -200,16 +200,14 @@ def sparsify(
 
 def _apply(model, plan, settings, backend, owner) -> list[LayerDecision]:
     """Make the planned layers sparse and fill in where each decision's GEMMs run."""
+    modules = dict(model.named_modules())
     by_attention: dict[str, list[str]] = {}
-    out_sparse: set[str] = set()
     layers: dict[str, SparseMixin] = {}
     for d, c, attr in plan:
         if d.reason:  # dense, or sparse from an earlier call
             continue
         if d.sparse and c.kind == "attention":
             by_attention.setdefault(c.name, []).append(attr)
-        elif d.sparse and c.kind == "attention_out":
-            out_sparse.add(c.parent)
     decisions = []
     for d, c, _ in plan:
         if not d.sparse or d.reason or c.kind == "attention":
@@ -222,12 +220,13 @@ def _apply(model, plan, settings, backend, owner) -> list[LayerDecision]:
         )
         if c.kind == "attention_out":
             make_sparse_attention(
-                modules_of(model)[c.parent], by_attention.pop(c.parent, []), True,
+                modules[c.parent], by_attention.pop(c.parent, []), True,
                 backend=layer_backend, **settings,
             )  # fmt: skip
             note = f"; run by {c.parent} through F.multi_head_attention_forward, rerouted" + note
         else:
-            make_sparse(c.module, backend=layer_backend, **settings)
+            transposed = c.kind == "transposed_linear"
+            make_sparse(c.module, transposed, backend=layer_backend, **settings)
         tied = owner[id(c.module.weight)]
         if tied != d.name and tied in layers:  # a tied weight gets one mask: share the owner's
             for b in SPARSE_BUFFERS:
@@ -241,16 +240,14 @@ def _apply(model, plan, settings, backend, owner) -> list[LayerDecision]:
         reason = f"{settings['method']} {settings['pattern']}: {where}{note}"
         decisions.append(LayerDecision(d.name, d.kind, True, reason, d.weight, where))
     for name, attrs in by_attention.items():  # attention modules whose out_proj stays dense
-        make_sparse_attention(modules_of(model)[name], attrs, False, backend=backend, **settings)
+        make_sparse_attention(modules[name], attrs, False, backend=backend, **settings)
     decisions = [_attention_where(model, d) for d in decisions]
     for m in model.modules():
-        if any(isinstance(s, SparseMixin) for s in m.modules()):
+        if isinstance(m, nn.TransformerEncoderLayer) and any(
+            isinstance(s, SparseMixin) for s in m.modules()
+        ):
             disable_fused_encoder(m)
     return decisions
-
-
-def modules_of(model: nn.Module) -> dict[str, nn.Module]:
-    return dict(model.named_modules())
 
 
 def _attention_where(model, d: LayerDecision) -> LayerDecision:

@@ -14,6 +14,8 @@ from contextlib import contextmanager
 import torch
 from torch import nn
 
+from bimask.autograd import sparse_op
+from bimask.backends import layer_ops
 from bimask.layers import SparseConv2d, SparseLinear, SparseMixin
 
 SPARSE_BUFFERS = ("perm", "step", "mask_forward", "mask_backward", "masks_ready")
@@ -94,10 +96,35 @@ def sparse_class(cls: type) -> type:
     return _CLASSES[cls]
 
 
-def make_sparse(module: nn.Module, **settings) -> None:
-    """Switch ``module`` (Linear/Conv2d or a subclass) to its sparse class, in place."""
+class TransposedLinearMixin(SparseMixin):
+    """A transposed Linear (``y = x @ W + b``, ``W`` in x out: Hugging Face's ``Conv1D``): the
+    GEMM view is ``W.t()``, so the masks (out x in) are those of the equivalent Linear."""
+
+    def _masked_weight(self) -> torch.Tensor:
+        return self.weight.t()
+
+    def _ops(self):
+        return layer_ops("linear", self.backend, layer=self)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self._spec.masks is None:
+            return self._dense_class.forward(self, x)
+        mf, mb = self.step_masks()
+        return sparse_op(x, self.weight.t(), self.bias, mf, mb, self.decay, self._ops())
+
+
+def transposed_class(cls: type) -> type:
+    if cls not in _CLASSES:
+        body = {"_dense_class": cls, "__module__": __name__}
+        _CLASSES[cls] = type(f"Sparse{cls.__name__}", (TransposedLinearMixin, cls), body)
+    return _CLASSES[cls]
+
+
+def make_sparse(module: nn.Module, transposed: bool = False, **settings) -> None:
+    """Switch ``module`` (Linear/Conv2d or a subclass, or a transposed Linear) to its sparse
+    class, in place."""
     dense = type(module)
-    module.__class__ = sparse_class(dense)
+    module.__class__ = transposed_class(dense) if transposed else sparse_class(dense)
     try:
         module._setup_sparsity(**settings)
     except Exception:

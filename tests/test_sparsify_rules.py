@@ -7,10 +7,11 @@ import copy
 
 import pytest
 import torch
+import torch.nn.functional as F
 from models_for_sparsify import ScaledLinear, SmallViT, subclass_model
 from torch import nn
 
-from bimask import sparsify
+from bimask import desparsify, sparsify
 from bimask.layers import SparseMixin
 from bimask.sparsify import OWN_FORWARD
 
@@ -35,10 +36,11 @@ class TwoHeads(nn.Module):
         self.conv = nn.Conv2d(16, 16, 3, padding=1)
         self.out = nn.Linear(16, 8)
         self.aux = nn.Linear(16, 16)
+        self.side = nn.Linear(16, 16)  # its weight is read directly, its forward never runs
 
     def forward(self, x):
         h = self.conv(torch.relu(self.stem(x))).mean((2, 3))
-        return self.out(self.aux(h))
+        return self.out(self.aux(h) + F.linear(h, self.side.weight))
 
 
 def test_the_output_layer_is_found_by_a_trace_or_by_name():
@@ -47,9 +49,10 @@ def test_the_output_layer_is_found_by_a_trace_or_by_name():
     assert not traced["out"].sparse and "traced" in traced["out"].reason
     assert traced["aux"].sparse and not traced["stem"].sparse
     assert "first convolution" in traced["stem"].reason and traced["conv"].sparse
+    assert not traced["side"].sparse and "did not run" in traced["side"].reason
     guessed = _by_name(sparsify(TwoHeads(), "2:4", "srste"))
-    assert not guessed["aux"].sparse and guessed["out"].sparse  # last submodule, as it says
-    assert "output=" in guessed["aux"].reason
+    assert not guessed["side"].sparse and guessed["out"].sparse  # last submodule, as it says
+    assert "output=" in guessed["side"].reason
     named = _by_name(sparsify(TwoHeads(), "2:4", "srste", output="out"))
     assert not named["out"].sparse and named["aux"].sparse and "output=" in named["out"].reason
     nothing = _by_name(sparsify(TwoHeads(), "2:4", "srste", dense_roles=()))
@@ -69,22 +72,50 @@ def test_include_and_exclude_by_pattern_or_predicate():
     assert not d["head"].sparse and "output dimension 10" in d["head"].reason  # 10 % 4
 
 
-def test_every_kind_of_weight_gets_a_line():
-    class Conv1D(nn.Module):  # Hugging Face's transposed Linear, recognised by duck typing
-        def __init__(self, nf, nx):
-            super().__init__()
-            self.nf = nf
-            self.weight = nn.Parameter(torch.randn(nx, nf))
-            self.bias = nn.Parameter(torch.zeros(nf))
+class Conv1D(nn.Module):
+    """Hugging Face's transposed Linear (GPT-2), as it is written there; never imported."""
 
+    def __init__(self, nf: int, nx: int):
+        super().__init__()
+        self.nf = nf
+        self.weight = nn.Parameter(torch.randn(nx, nf, dtype=torch.float64))
+        self.bias = nn.Parameter(torch.randn(nf, dtype=torch.float64))
+
+    def forward(self, x):
+        out = torch.addmm(self.bias, x.view(-1, x.size(-1)), self.weight)
+        return out.view(x.size()[:-1] + (self.nf,))
+
+
+def test_every_kind_of_weight_gets_a_line():
     model = nn.ModuleDict(
         {"c_attn": Conv1D(96, 32), "c1": nn.Conv1d(8, 8, 3), "emb": nn.Embedding(10, 8)}
     )
     model.extra = nn.Parameter(torch.zeros(4, 4))
     d = _by_name(sparsify(model, "2:4", "bimask"))
-    assert "transposed Linear" in d["c_attn"].reason and "Conv1d" in d["c1"].reason
+    assert d["c_attn"].sparse and d["c_attn"].weight == "c_attn.weight"
+    assert "Conv1d" in d["c1"].reason and not d["c1"].sparse
     assert "lookup" in d["emb"].reason and "not the weight of a known" in d["extra"].reason
-    assert not any(x.sparse for x in d.values())
+
+
+def test_a_transposed_linear_gets_the_bimask_gemms_on_its_transposed_weight():
+    from models_for_sparsify import ref_linear
+
+    layer = Conv1D(16, 32)
+    weight = layer.weight
+    sparsify(layer, "2:4", "bimask", "greedy", include="*", decay=0.0)
+    assert layer.weight is weight and layer.mask_forward.shape == (16, 32)
+    x = torch.randn(2, 3, 32, dtype=torch.float64, requires_grad=True)
+    layer(x).square().sum().backward()
+    mf, mb = layer.mask_forward, layer.mask_backward
+    assert (mf != mb).any() and (mf.reshape(16, 8, 4).sum(-1) == 2).all()  # N:M along K
+    xr, wr = x.detach().clone().requires_grad_(), weight.detach().clone().requires_grad_()
+    ref_linear(xr, wr.t(), layer.bias.detach(), mf, mb).square().sum().backward()
+    torch.testing.assert_close(x.grad, xr.grad, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(weight.grad, wr.grad, rtol=1e-12, atol=1e-12)
+    out = layer.eval()(x)
+    desparsify(layer, apply_masks=True)
+    assert type(layer) is Conv1D and torch.equal(layer.weight == 0, ~mf.t())
+    torch.testing.assert_close(layer(x), out, rtol=0, atol=1e-12)
 
 
 def test_a_linear_subclass_with_its_own_forward_gets_the_forward_mask_and_says_so():
