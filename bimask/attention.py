@@ -165,14 +165,24 @@ def make_dense_attention(mha: nn.MultiheadAttention, apply_masks: bool) -> None:
     mha.__class__ = mha._dense_class
 
 
-def disable_fused_encoder(layer: nn.Module) -> None:
-    """An ``nn.TransformerEncoderLayer`` with sparse parts must not take its fused inference
-    path (it reads the dense weights); ``activation_relu_or_gelu`` only gates that path."""
-    if isinstance(layer, nn.TransformerEncoderLayer) and "_bimask_fused" not in layer.__dict__:
-        layer.__dict__["_bimask_fused"] = layer.activation_relu_or_gelu
-        layer.activation_relu_or_gelu = 0
+# module class -> the instance attribute that only gates its fused inference path, and the
+# value that turns it off (the slow path then runs the same function through the submodules)
+FUSED_SWITCHES = {
+    nn.TransformerEncoderLayer: ("activation_relu_or_gelu", 0),
+    nn.TransformerEncoder: ("use_nested_tensor", False),  # nested tensors need the fused path
+}
 
 
-def restore_fused_encoder(layer: nn.Module) -> None:
-    if "_bimask_fused" in layer.__dict__:
-        layer.activation_relu_or_gelu = layer.__dict__.pop("_bimask_fused")
+def disable_fused_encoder(module: nn.Module) -> None:
+    """Turn off the fused inference path of an encoder (layer) with sparse parts: it reads the
+    dense weights and would skip the masks."""
+    for cls, (attr, off) in FUSED_SWITCHES.items():
+        if isinstance(module, cls) and "_bimask_fused" not in module.__dict__:
+            module.__dict__["_bimask_fused"] = getattr(module, attr, off)
+            setattr(module, attr, off)
+
+
+def restore_fused_encoder(module: nn.Module) -> None:
+    for cls, (attr, _) in FUSED_SWITCHES.items():
+        if isinstance(module, cls) and "_bimask_fused" in module.__dict__:
+            setattr(module, attr, module.__dict__.pop("_bimask_fused"))

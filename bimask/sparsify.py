@@ -15,6 +15,7 @@ from torch import nn
 from torch.nn.parameter import is_lazy
 
 from bimask.attention import (
+    FUSED_SWITCHES,
     disable_fused_encoder,
     make_sparse_attention,
     projection_weights,
@@ -243,7 +244,7 @@ def _apply(model, plan, settings, backend, owner) -> list[LayerDecision]:
         make_sparse_attention(modules[name], attrs, False, backend=backend, **settings)
     decisions = [_attention_where(model, d) for d in decisions]
     for m in model.modules():
-        if isinstance(m, nn.TransformerEncoderLayer) and any(
+        if isinstance(m, tuple(FUSED_SWITCHES)) and any(
             isinstance(s, SparseMixin) for s in m.modules()
         ):
             disable_fused_encoder(m)

@@ -199,3 +199,23 @@ def test_sparsifying_an_attention_model_twice():
     assert layer.self_attn.in_proj_weight_mask is holder
     with pytest.raises(ValueError, match="already sparse with different settings"):
         sparsify(layer, "1:4", "bimask", "greedy")
+
+
+def test_the_fused_encoder_paths_are_off_so_inference_sees_the_masks():
+    torch.manual_seed(0)
+    layer = nn.TransformerEncoderLayer(32, 4, 64, batch_first=True)
+    stack = nn.TransformerEncoder(layer, 2, enable_nested_tensor=True).eval()
+    sparsify(stack, "2:4", "bimask", "greedy")
+    x = torch.randn(2, 5, 32)
+    pad = torch.tensor([[False] * 5, [False] * 3 + [True] * 2])
+    slow = stack(x, src_key_padding_mask=pad)  # grad enabled: never the fused path
+    with torch.no_grad():
+        fast = stack(x, src_key_padding_mask=pad)
+    torch.testing.assert_close(fast, slow.detach(), rtol=0, atol=0, equal_nan=True)
+    twin = copy.deepcopy(stack)  # a deep copy is a sparse model of its own
+    assert twin.layers[0].self_attn.in_proj_weight_mask._masked_weight() is not (
+        stack.layers[0].self_attn.in_proj_weight
+    )
+    torch.testing.assert_close(twin(x, src_key_padding_mask=pad), slow, rtol=0, atol=0)
+    desparsify(stack)
+    assert stack.use_nested_tensor and stack.layers[1].activation_relu_or_gelu == 1  # relu
