@@ -63,6 +63,12 @@ def _why_dense(module: nn.Module, weight, pattern: NMPattern, method: str, conv_
     return unsupported_reason(tuple(weight.shape), pattern, method, conv_order)
 
 
+def _layout(kind: str) -> str:
+    """Layers that can share one mask of a tied weight: the same GEMM view, mask buffers of
+    their own (attention input projections keep theirs in a holder)."""
+    return {"transposed_linear": "transposed", "attention": "attention"}.get(kind, "plain")
+
+
 def _already_sparse(name: str, module: SparseMixin, wanted: dict) -> LayerDecision:
     """A layer made sparse by an earlier call: a no-op when the settings agree, else an error."""
     have = {k: getattr(module, k) for k in wanted}
@@ -155,6 +161,7 @@ def sparsify(
 
     plan: list[tuple[LayerDecision, Candidate, str]] = []  # decision, candidate, weight attr
     owner: dict[int, str] = {}  # id(weight) -> name of the sparse layer that masks it
+    layout: dict[int, str] = {}  # id(weight) -> how its owner masks it (one mask per weight)
     for c in candidates:
         attrs = projection_weights(c.module) if c.kind == "attention" else ["weight"]
         for attr in attrs:
@@ -172,12 +179,13 @@ def sparsify(
             reason = _UNSUPPORTED.get(c.kind) or rule(named)
             gemm_view = weight.t() if c.kind == "transposed_linear" else weight
             reason = reason or _why_dense(c.module, gemm_view, pattern, method, conv_order)
-            if reason is None and id(weight) in owner and c.kind == "attention":
-                reason = f"weight tied with {owner[id(weight)]}; tied attention weights unsupported"
+            if reason is None and id(weight) in owner and layout[id(weight)] != _layout(c.kind):
+                reason = f"weight tied with {owner[id(weight)]}, masked there in another layout"
             if reason:
                 plan.append((LayerDecision(name, kind, False, reason, full, DENSE_GEMMS), c, attr))
                 continue
             owner.setdefault(id(weight), name)
+            layout.setdefault(id(weight), _layout(c.kind))
             plan.append((LayerDecision(name, kind, True, "", full), c, attr))
     for i, (d, c, attr) in enumerate(plan):  # a dense user of a weight a sparse layer masks
         tied = owner.get(id(getattr(c.module, attr)))

@@ -219,3 +219,12 @@ def test_the_fused_encoder_paths_are_off_so_inference_sees_the_masks():
     torch.testing.assert_close(twin(x, src_key_padding_mask=pad), slow, rtol=0, atol=0)
     desparsify(stack)
     assert stack.use_nested_tensor and stack.layers[1].activation_relu_or_gelu == 1  # relu
+
+
+def test_a_weight_tied_across_layouts_gets_one_mask_only():
+    lin, conv1d = nn.Linear(32, 16), Conv1D(32, 16)  # Conv1D weight (16, 32): lin's, transposed
+    conv1d.weight = lin.weight
+    model = nn.Sequential(lin, conv1d, nn.Linear(32, 8))
+    d = sparsify(model, "2:4", "bimask", "greedy")
+    assert d[0].sparse and not d[1].sparse and "another layout" in d[1].reason
+    assert model[1].weight is lin.weight and not isinstance(model[1], SparseMixin)
