@@ -51,7 +51,11 @@ class SparseMixin:
         tmask_exact: bool = True,
         seed: int = 0,
         backend: str = "torch",
+        weight: torch.Tensor | None = None,
     ) -> None:
+        """Validate the settings and register the mask buffers for ``weight`` (default
+        ``self.weight``; a mask holder passes the weight it masks)."""
+        weight = self._masked_weight() if weight is None else weight
         self.pattern = NMPattern.parse(pattern)
         self.method = method
         spec = get_method(method)
@@ -65,10 +69,10 @@ class SparseMixin:
         if not (isinstance(decay, (int, float)) and math.isfinite(decay) and decay >= 0):
             raise ValueError(f"decay must be a finite number >= 0, got {decay!r}")
         check_conv_order(conv_order)
-        reason = unsupported_reason(tuple(self.weight.shape), self.pattern, method, conv_order)
+        reason = unsupported_reason(tuple(weight.shape), self.pattern, method, conv_order)
         if reason:
             raise ValueError(
-                f"{type(self).__name__} with weight {tuple(self.weight.shape)} cannot use "
+                f"{type(self).__name__} with weight {tuple(weight.shape)} cannot use "
                 f"{method} at {self.pattern}: {reason}"
             )
         self.permutation, self.perm_every, self.decay = permutation, perm_every, float(decay)
@@ -78,16 +82,19 @@ class SparseMixin:
         self._spec = spec
         self.mask_time_s = 0.0  # wall time spent building masks and permutations (accounting)
         self.backward_as_forward = False  # probe switch: use Mf in the backward (srste's dX)
-        device = self.weight.device
-        out = self.weight.shape[0]
+        device = weight.device
+        out = weight.shape[0]
         self.register_buffer("perm", torch.arange(out, device=device))
         self.register_buffer("step", torch.zeros((), dtype=torch.long, device=device))
         if spec.masks is not None:
-            ones = torch.ones(self.weight.shape, dtype=torch.bool, device=device)
+            ones = torch.ones(weight.shape, dtype=torch.bool, device=device)
             self.register_buffer("mask_forward", ones)
             self.register_buffer("mask_backward", ones.clone())
             self.register_buffer("masks_ready", torch.zeros((), dtype=torch.bool, device=device))
         self._ops()  # an unknown backend, or one that cannot run this layer, fails here
+
+    def _masked_weight(self) -> torch.Tensor:
+        return self.weight
 
     def _refresh_permutation(self, w2d: torch.Tensor) -> None:
         mf = to_gemm(self.mask_forward, self.conv_order)
@@ -108,7 +115,8 @@ class SparseMixin:
     @torch.no_grad()
     def compute_masks(self, refresh: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
         """Forward and backward masks (weight-shaped, bool) for the current weights."""
-        w2d = to_gemm(self.weight.detach(), self.conv_order)
+        weight = self._masked_weight()
+        w2d = to_gemm(weight.detach(), self.conv_order)
         if refresh and self._spec.uses_permutation:
             self._refresh_permutation(w2d)
         cached = None
@@ -116,8 +124,8 @@ class SparseMixin:
             cached = to_gemm(self.mask_forward, self.conv_order).clone()
         state = MaskState(perm=self.perm, cached_mask=cached, tmask_exact=self.tmask_exact)
         mf2d, mb2d = self._spec.masks(w2d, self.pattern, state, refresh)
-        mf = from_gemm(mf2d, self.weight.shape, self.conv_order)
-        mb = mf if mb2d is mf2d else from_gemm(mb2d, self.weight.shape, self.conv_order)
+        mf = from_gemm(mf2d, weight.shape, self.conv_order)
+        mb = mf if mb2d is mf2d else from_gemm(mb2d, weight.shape, self.conv_order)
         self.mask_forward.copy_(mf)
         self.mask_backward.copy_(mb)
         self.masks_ready.fill_(True)
@@ -127,6 +135,12 @@ class SparseMixin:
         ops = self._ops()
         if self._spec.masks is None:
             return ops.forward(x, self.weight, self.bias)
+        mf, mb = self.step_masks()
+        return sparse_op(x, self.weight, self.bias, mf, mb, self.decay, ops)
+
+    def step_masks(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The masks for this forward pass (training: counts a step, may refresh the
+        permutation every ``perm_every`` steps; evaluation: never searches)."""
         t0 = time.perf_counter()
         if self.training:
             refresh = int(self.step) % self.perm_every == 0
@@ -134,12 +148,12 @@ class SparseMixin:
             self.step += 1
         else:  # evaluation: masks from the current weights, never a permutation search
             mf, mb = self.compute_masks(refresh=False)
-        if self.weight.is_cuda:
-            torch.cuda.synchronize(self.weight.device)
+        if mf.is_cuda:
+            torch.cuda.synchronize(mf.device)
         self.mask_time_s += time.perf_counter() - t0
         if self.backward_as_forward:
             mb = mf
-        return sparse_op(x, self.weight, self.bias, mf, mb, self.decay, ops)
+        return mf, mb
 
     def sparsity_repr(self) -> str:
         return (
@@ -150,6 +164,8 @@ class SparseMixin:
 
 class SparseLinear(SparseMixin, nn.Linear):
     """``nn.Linear`` trained with an N:M mask method (``method`` in ``bimask.METHODS``)."""
+
+    _dense_class = nn.Linear
 
     def __init__(
         self,
@@ -181,6 +197,8 @@ class SparseLinear(SparseMixin, nn.Linear):
 
 class SparseConv2d(SparseMixin, nn.Conv2d):
     """``nn.Conv2d`` (groups=1, zero padding) trained with an N:M mask method."""
+
+    _dense_class = nn.Conv2d
 
     def __init__(
         self,
