@@ -16,10 +16,14 @@ from __future__ import annotations
 import math
 from collections import deque
 
+import numpy as np
+
 from suite.strategies.moves import budget_of, encoded, nearest, spread
 
 
-def population_tabu(space, objective, rng, size: int | None = None, stall: int = 4) -> None:
+def population_tabu(
+    space, objective, rng, size: int | None = None, stall: int = 4, local: float = 0.25
+) -> None:
     enc = encoded(space)
     if not enc.configs:
         return
@@ -36,6 +40,17 @@ def population_tabu(space, objective, rng, size: int | None = None, stall: int =
         ranked = sorted(objective.seen, key=objective.seen.__getitem__)[:3]
         leaders = [enc.index[enc.row[c]] for c in ranked if c in enc.row]
         for i, r in enumerate(members):
+            if rng.random() < local * (1.0 + progress):  # one tunable to any unvisited value
+                ring = np.flatnonzero(free & ((enc.index != enc.index[r]).sum(1) == 1))
+                if len(ring):
+                    new = int(ring[rng.randrange(len(ring))])
+                    free[new] = False
+                    cost = objective(enc.configs[new])
+                    if cost < costs[i]:
+                        members[i], costs[i], stalled[i] = new, cost, 0
+                    else:
+                        stalled[i] += 1
+                    continue
             target = enc.index[r].copy()
             pull = 0.2 + 0.6 * progress
             for j in range(len(enc.names)):

@@ -29,14 +29,14 @@ def _densities(enc, rows: list[int]) -> list[np.ndarray]:
     return out
 
 
-def tpe(space, objective, rng, gamma: float = 0.25) -> None:
+def tpe(space, objective, rng, gamma: float = 0.25, local: float = 0.3, start: float = 0.2) -> None:
     enc = encoded(space)
     if not enc.configs:
         return
     budget = budget_of(len(enc.configs), objective)
     free = enc.unseen(objective.seen)
-    start = max(4, min(budget // 5, 20)) - len(objective.seen)
-    for r in spread(enc, max(start, 0), free, rng):
+    first = max(4, min(int(budget * start), 20)) - len(objective.seen)
+    for r in spread(enc, max(first, 0), free, rng):
         free[r] = False
         objective(enc.configs[r])
     cols = np.arange(len(enc.names))
@@ -49,14 +49,20 @@ def tpe(space, objective, rng, gamma: float = 0.25) -> None:
         lg, lb = _densities(enc, good), _densities(enc, bad)
         log_good = np.stack([lg[j][enc.index[:, j]] for j in cols], 1).sum(1)
         score = log_good - np.stack([lb[j][enc.index[:, j]] for j in cols], 1).sum(1)
-        pool = np.flatnonzero(free)
-        weights = np.exp(log_good[pool] - log_good[pool].max())
         progress = min(len(objective.seen) / budget, 1.0)
-        draws = min(len(pool), 8 + int(56 * progress))
-        seed = int.from_bytes(rng.randbytes(8), "little")
-        picks = np.random.default_rng(seed).choice(
-            pool, size=draws, replace=False, p=weights / weights.sum()
-        )
-        best = int(picks[np.argmax(score[picks])])
+        gen = np.random.default_rng(int.from_bytes(rng.randbytes(8), "little"))
+        pool = np.empty(0, dtype=int)
+        if rng.random() < local + (1 - local) * progress:  # one tunable away from a leader
+            leader = enc.index[good[min(int(gen.exponential(1.0)), len(good) - 1)]]
+            pool = np.flatnonzero(free & ((enc.index != leader).sum(1) == 1))
+        if len(pool):
+            noise = gen.random(len(pool)) * 1e-6
+            best = int(pool[np.argmax(score[pool] + noise)])
+        else:
+            pool = np.flatnonzero(free)
+            weights = np.exp(log_good[pool] - log_good[pool].max())
+            draws = min(len(pool), 8 + int(56 * progress))
+            picks = gen.choice(pool, size=draws, replace=False, p=weights / weights.sum())
+            best = int(picks[np.argmax(score[picks])])
         free[best] = False
         objective(enc.configs[best])
