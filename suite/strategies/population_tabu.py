@@ -30,7 +30,9 @@ def population_tabu(
     budget = budget_of(len(enc.configs), objective)
     size = size or max(3, min(8, budget // 8))
     free = enc.unseen(objective.seen)
-    members = spread(enc, size, free, rng)
+    warm = sorted((c for c in objective.seen if c in enc.row), key=objective.seen.__getitem__)
+    members = [enc.row[c] for c in warm[: size // 2]]  # a warm start: the best already evaluated
+    members += spread(enc, size - len(members), free, rng)
     costs = [objective(enc.configs[r]) for r in members]
     free[members] = False
     recent = [deque([r], maxlen=6) for r in members]
