@@ -63,6 +63,9 @@ class Landscape:
     times: dict[Config, float]  # math.inf for a failed config
     status: dict[Config, str]
 
+    def __repr__(self) -> str:
+        return f"Landscape({self.name!r}, {len(self.times)} configs)"
+
     @property
     def best_ms(self) -> float:
         """The optimum, from the landscape's own rows (not the sidecar's claim)."""

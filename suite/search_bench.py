@@ -171,17 +171,29 @@ def to_markdown(cells: list[Cell], header: str = "") -> str:
             col = [c for c in at if (c.strategy, bool(c.warm)) == (s, w)]
             ok = all(math.isfinite(c.median) for c in col)
             share = statistics.fmean(c.within for c in col)
-            geo.append(
-                f"{geomean([c.median for c in col]):.3f} ({100 * share:.0f}%)" if ok else "inf"
-            )
+            over = "" if len(col) == len(names) else f" over {len(col)}"
+            text = f"{geomean([c.median for c in col]):.3f} ({100 * share:.0f}%){over}"
+            geo.append(text if ok else "inf")
         lines += [f"| geomean ({len(names)}) | " + " | ".join(geo) + " |", ""]
     return "\n".join(lines) + "\n"
 
 
+def runs_csv(cells: list[Cell]) -> str:
+    """Every search's ratio (one row per seed), for anyone who wants other statistics."""
+    out = io.StringIO()
+    w = csv.writer(out, lineterminator="\n")
+    w.writerow(["landscape", "strategy", "budget", "warm_from", "seed", "ratio"])
+    for c in cells:
+        for seed, r in enumerate(c.ratios):
+            w.writerow([c.landscape, c.strategy, c.budget, c.warm, seed, f"{r:.6f}"])
+    return out.getvalue()
+
+
 def write(cells: list[Cell], out: Path, header: str = "") -> tuple[Path, Path]:
-    """search_bench.csv and search_bench.md under ``out``."""
+    """search_bench.csv (per cell), search_bench_runs.csv (per seed) and search_bench.md."""
     out.mkdir(parents=True, exist_ok=True)
     csv_path, md_path = out / "search_bench.csv", out / "search_bench.md"
     csv_path.write_text(to_csv(cells))
+    (out / "search_bench_runs.csv").write_text(runs_csv(cells))
     md_path.write_text(to_markdown(cells, header))
     return csv_path, md_path

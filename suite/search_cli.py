@@ -3,6 +3,9 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
+import platform
 import sys
 from pathlib import Path
 
@@ -58,11 +61,28 @@ def cmd_search_bench(args) -> int:
     cells = search_bench.run_bench(lands, list(args.strategies), budgets, seeds, warm, log)
     header = (
         f"# Search strategies in simulation: {len(lands)} landscapes, budgets "
-        f"{', '.join(map(str, budgets))}, {seeds} seeds\n"
+        f"{', '.join(map(str, budgets))}, {seeds} seeds\n\n"
+        f"Run on {_machine()}. The times are the landscapes' own measurements on real GPUs; "
+        "nothing is timed here, and each search has its own seed and a fresh objective."
     )
+    if warm:
+        pairs = ", ".join(f"{src.name} for {t}" for t, src in warm.items())
+        header += f" Warm: the 5 best configs of {pairs} are evaluated first, inside the budget."
+    header += "\n"
     csv_path, md_path = search_bench.write(cells, out, header)
     print(f"{len(cells)} cells -> {csv_path}, {md_path}")
     return 0
+
+
+def _machine() -> str:
+    """The CPU this ran on (the study's wall time depends on it, its numbers do not)."""
+    model = platform.processor() or platform.machine()
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    return f"{model}, {os.cpu_count()} cores"
 
 
 def add_parser(sub, fmt) -> None:
