@@ -75,7 +75,7 @@ def cmd_bench(args) -> int:
         strategy is None
     ):  # our GPU kernels' spaces hold hundreds of configs: search, don't enumerate
         strategy, max_evals = (
-            ("annealing", max_evals or 48) if tier == "gpu" else ("brute_force", max_evals)
+            ("tpe", max_evals or 48) if tier == "gpu" else ("brute_force", max_evals)
         )
     budget_s = budget if args.budget_s is None else args.budget_s
     spec = SweepSpec(
@@ -401,7 +401,7 @@ def parser() -> argparse.ArgumentParser:
     b.add_argument(
         "--strategy",
         choices=sorted(STRATEGIES),
-        help="default: brute_force on CPU, annealing (48 evaluations) on GPU",
+        help="default: brute_force on CPU, tpe (48 evaluations) on GPU",
     )
     b.add_argument("--max-evals", type=ca.positive_int, help="configs per (problem, backend)")
     b.add_argument(

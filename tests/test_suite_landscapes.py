@@ -153,3 +153,9 @@ def test_search_bench_refuses_bad_input_before_writing(tmp_path, capsys):
     assert main(["search-bench", str(tmp_path / "none.json"), "--out", str(tmp_path / "o")]) == 2
     assert not (tmp_path / "o").exists()
     assert capsys.readouterr().err.count("error: ") == 2
+
+
+def test_the_gpu_tier_searches_with_the_strategy_measured_best(capsys):
+    # results/search-bench: tpe has the best geometric mean at the GPU tier's 48 evaluations
+    assert main(["bench", "--tier", "gpu", "--plan", "--quick"]) == 0
+    assert "strategy tpe, " in capsys.readouterr().out
