@@ -159,3 +159,10 @@ def test_the_gpu_tier_searches_with_the_strategy_measured_best(capsys):
     # results/search-bench: tpe has the best geometric mean at the GPU tier's 48 evaluations
     assert main(["bench", "--tier", "gpu", "--plan", "--quick"]) == 0
     assert "strategy tpe, " in capsys.readouterr().out
+
+
+def test_a_warm_start_skips_configs_outside_the_space_and_they_cost_nothing(tmp_path):
+    land = landscapes.load(write_landscape(tmp_path))
+    foreign = [Config.of({"a": 3, "b": "x"}), Config.of({"c": 1})]  # another kernel's configs
+    objective = simulate_landscape(land, TuneSettings("brute_force", 2), foreign)
+    assert list(objective.seen) == [Config.of({"a": 1, "b": "x"}), Config.of({"a": 1, "b": "y"})]
