@@ -5,8 +5,9 @@ Members start spread over the space (a Latin hypercube). Each step a member is p
 the three best configs found (each tunable copied from one of them with a probability that
 grows over the budget), then one or two tunables are set to any value; the wished-for point is
 snapped to the nearest config not yet evaluated (the tabu memory: nothing is evaluated twice,
-and a member never returns to its recent positions). A member that has not improved for a few
-steps restarts at an unvisited spread-out point. Everything is tied to the budget: the pull,
+so no member walks back). Some steps instead set one tunable of the member to any unvisited
+value (more of them as the budget is spent). A member that has not improved for a few steps
+restarts at an unvisited spread-out point. Everything is tied to the budget: the pull,
 the acceptance temperature and the mutation width move from exploring to exploiting as the
 evaluations are spent.
 """
@@ -14,7 +15,6 @@ evaluations are spent.
 from __future__ import annotations
 
 import math
-from collections import deque
 
 import numpy as np
 
@@ -35,7 +35,6 @@ def population_tabu(
     members += spread(enc, size - len(members), free, rng)
     costs = [objective(enc.configs[r]) for r in members]
     free[members] = False
-    recent = [deque([r], maxlen=6) for r in members]
     stalled = [0] * len(members)
     while free.any():
         progress = min(len(objective.seen) / budget, 1.0)
@@ -62,9 +61,7 @@ def population_tabu(
                 width = max(1, round(enc.sizes[j] * (1.0 - progress)))
                 lo, hi = max(0, target[j] - width), min(enc.sizes[j] - 1, target[j] + width)
                 target[j] = rng.randint(lo, hi)
-            blocked = free.copy()
-            blocked[list(recent[i])] = False
-            new = nearest(enc, target, blocked, rng)
+            new = nearest(enc, target, free, rng)
             if new is None:
                 return
             free[new] = False
@@ -74,7 +71,6 @@ def population_tabu(
             improved = cost < costs[i]
             if improved or (math.isfinite(cost) and rng.random() < math.exp(-worse / temperature)):
                 members[i], costs[i] = new, cost
-                recent[i].append(new)
                 stalled[i] = 0 if improved else stalled[i] + 1
             else:
                 stalled[i] += 1
@@ -84,4 +80,3 @@ def population_tabu(
                     return
                 free[r2] = False
                 members[i], costs[i], stalled[i] = r2, objective(enc.configs[r2]), 0
-                recent[i] = deque([r2], maxlen=6)
