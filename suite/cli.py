@@ -1,4 +1,5 @@
-"""python -m suite: bench, tune, report, export, compare, baseline, first-look, devices."""
+"""python -m suite: bench, tune, report, export, compare, baseline, first-look, search-bench,
+devices."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ from bimask import cli_args as ca
 from bimask.outputs import check_input_file, check_output_dir, check_output_file
 from kernels import build as kernel_build
 from suite import budget as bench_budget
-from suite import run_folder, shards, store
+from suite import landscapes, run_folder, search_cli, shards, store
 from suite.backends import BACKENDS, get_backend
 from suite.cache import CacheMismatchError, ResultCache
 from suite.device import capture, fingerprint
@@ -74,7 +75,7 @@ def cmd_bench(args) -> int:
         strategy is None
     ):  # our GPU kernels' spaces hold hundreds of configs: search, don't enumerate
         strategy, max_evals = (
-            ("annealing", max_evals or 48) if tier == "gpu" else ("brute_force", max_evals)
+            ("tpe", max_evals or 48) if tier == "gpu" else ("brute_force", max_evals)
         )
     budget_s = budget if args.budget_s is None else args.budget_s
     spec = SweepSpec(
@@ -142,6 +143,13 @@ def cmd_bench(args) -> int:
 
 
 def cmd_tune(args) -> int:
+    settings = TuneSettings(args.strategy, args.max_evals, args.max_seconds, args.seed)
+    if args.simulate and landscapes.is_landscape(args.simulate):
+        return search_cli.tune_landscape(args.simulate, settings)
+    if missing := [f"--{a}" for a in ("backend", "m", "n", "k") if getattr(args, a) is None]:
+        raise ca.UsageError(
+            f"{', '.join(missing)} missing; give them (only --simulate LANDSCAPE runs without)"
+        )
     backend = get_backend(args.backend)
     problem = GemmProblem(
         "nm_gemm" if args.pattern != "dense" else "gemm",
@@ -155,7 +163,6 @@ def cmd_tune(args) -> int:
         args.seed,
         "cli",
     )
-    settings = TuneSettings(args.strategy, args.max_evals, args.max_seconds, args.seed)
     if args.cache:
         check_output_file(args.cache, "--cache", make_parents=True)
     if args.simulate:
@@ -394,7 +401,7 @@ def parser() -> argparse.ArgumentParser:
     b.add_argument(
         "--strategy",
         choices=sorted(STRATEGIES),
-        help="default: brute_force on CPU, annealing (48 evaluations) on GPU",
+        help="default: brute_force on CPU, tpe (48 evaluations) on GPU",
     )
     b.add_argument("--max-evals", type=ca.positive_int, help="configs per (problem, backend)")
     b.add_argument(
@@ -415,18 +422,16 @@ def parser() -> argparse.ArgumentParser:
         epilog="example: python -m suite tune --backend torch_dense --m 3072 "
         "--n 256 --k 768 --pattern 2:4\n"
         "         python -m suite tune --simulate tests/data/sim_cache.jsonl "
-        "--backend torch_tiled --m 256 --n 512 --k 512 --strategy annealing --max-evals 12",
+        "--backend torch_tiled --m 256 --n 512 --k 512 --strategy annealing --max-evals 12\n"
+        "         python -m suite tune --simulate benchmarks/landscapes/pnpoly_RTX3090.json "
+        "--strategy tpe --max-evals 48 --seed 1",
     )
     t.add_argument(
-        "--backend",
-        required=True,
-        choices=sorted(BACKENDS),
-        metavar="BACKEND",
-        help="e.g. torch_dense",
+        "--backend", choices=sorted(BACKENDS), metavar="BACKEND", help="e.g. torch_dense"
     )
-    t.add_argument("--m", type=ca.positive_int, required=True)
-    t.add_argument("--n", type=ca.positive_int, required=True)
-    t.add_argument("--k", type=ca.positive_int, required=True)
+    t.add_argument("--m", type=ca.positive_int)
+    t.add_argument("--n", type=ca.positive_int)
+    t.add_argument("--k", type=ca.positive_int)
     t.add_argument("--pattern", type=ca.pattern_or_dense, default="2:4", help="N:M or dense")
     t.add_argument("--pass", dest="pass_", choices=PASSES, default="fwd")
     t.add_argument(
@@ -444,7 +449,8 @@ def parser() -> argparse.ArgumentParser:
     t.add_argument(
         "--simulate",
         type=ca.existing_file,
-        help="replay timings from this cache file; runs nothing",
+        help="replay timings from this cache file, or from a landscape (NAME.csv.gz or "
+        "NAME.json, see benchmarks/landscapes/); runs nothing",
     )
     t.set_defaults(func=cmd_tune)
 
@@ -542,6 +548,8 @@ def parser() -> argparse.ArgumentParser:
     f.add_argument("--dry-run", action="store_true", help="print the plan; run nothing")
     f.add_argument("--for-device", help="plan for this GPU (e.g. H100) instead of the local one")
     f.set_defaults(func=_first_look)
+
+    search_cli.add_parser(sub, fmt)
 
     d = sub.add_parser("devices", help="show the device records and which backends run here")
     d.set_defaults(func=cmd_devices)

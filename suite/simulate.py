@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import warnings
+from collections.abc import Sequence
 
 from suite.backends.base import Backend
 from suite.cache import ResultCache
+from suite.landscapes import Landscape
 from suite.problem import GemmProblem
 from suite.space import Config, SearchSpace
-from suite.strategies import Objective, run_strategy
+from suite.strategies import BudgetExhausted, Objective, run_strategy
 from suite.tuner import TuneSettings, mark_best
 
 
@@ -56,3 +59,36 @@ def simulated_tune(
     )
     mark_best(rows)
     return rows
+
+
+def simulate_landscape(
+    landscape: Landscape, settings: TuneSettings, warm: Sequence[Config] = ()
+) -> Objective:
+    """Run one search on a landscape's recorded times; returns the spent :class:`Objective`.
+
+    Every evaluation, failed configs included, counts against ``settings.max_evals``; a failed
+    config costs math.inf and so never wins. ``warm`` configs (e.g. the best of a related
+    landscape) are evaluated first, inside the same budget, and the strategy sees them.
+    """
+    objective = Objective(landscape.cost, settings.max_evals, settings.max_seconds)
+    with contextlib.suppress(BudgetExhausted):
+        for config in warm:
+            if landscape.space.allows(config.to_dict()):
+                objective(config)
+    run_strategy(settings.strategy, landscape.space, objective, settings.seed)
+    return objective
+
+
+def landscape_rows(landscape: Landscape, objective: Objective) -> list[dict]:
+    """The evaluated configs as tune-style rows (config, status, median_ms, is_best)."""
+    best, best_ms = objective.best()
+    return [
+        {
+            "config": c.to_json(),
+            "status": landscape.status.get(c, "missing"),
+            "median_ms": t,
+            "ratio": t / landscape.best_ms,
+            "is_best": c == best and math.isfinite(best_ms),
+        }
+        for c, t in objective.seen.items()
+    ]

@@ -9,12 +9,16 @@ from suite.space import Config, SearchSpace
 from suite.strategies.annealing import simulated_annealing
 from suite.strategies.base import BudgetExhausted, Objective, Strategy
 from suite.strategies.brute_force import brute_force
+from suite.strategies.population_tabu import population_tabu
 from suite.strategies.random_sample import random_sample
+from suite.strategies.tpe import tpe
 
 STRATEGIES: dict[str, Strategy] = {
     "brute_force": brute_force,
     "random_sample": random_sample,
     "annealing": simulated_annealing,
+    "population_tabu": population_tabu,
+    "tpe": tpe,
 }
 
 

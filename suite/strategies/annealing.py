@@ -1,6 +1,7 @@
 """Simulated annealing over the space's neighbourhood (one tunable moves one step).
 
-Restarts from a random config when a walk has no unvisited neighbours; accepts a worse config
+Starts from a random config (or the best one already evaluated: a warm start); restarts
+from a random config when a walk has no unvisited neighbours; accepts a worse config
 with probability exp(-(relative worsening) / T), T cooling geometrically. Stops when every
 config has been seen or the budget is spent.
 """
@@ -12,7 +13,8 @@ def simulated_annealing(space, objective, rng, t0: float = 0.3, cooling: float =
     configs = space.configs()
     if not configs:
         return
-    current = rng.choice(configs)
+    # a warm start (configs evaluated before the search) starts the walk at the best of them
+    current = objective.best()[0] if objective.seen else rng.choice(configs)
     cost = objective(current)
     temperature = t0
     while len(objective.seen) < len(configs):
