@@ -201,9 +201,13 @@ class ResultCache:
             )
         if header_state == "damaged":
             if not self.rows:
+                what = (
+                    "give a cache file that suite bench or suite tune wrote (or a landscape)"
+                    if self.replay
+                    else "give another --cache file, or move this one away to start afresh"
+                )
                 raise CacheFormatError(
-                    f"{self.path}:1: not a cache header (is this a cache file?); give another "
-                    "--cache file, or delete this one to start afresh"
+                    f"{self.path}:1: not a cache header (is this a cache file?); {what}"
                 )
             why = "replaying its rows" if self.replay else "every row carries this device's tag"
             warnings.warn(f"{self.path}:1: the header line is damaged; {why}", stacklevel=3)

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from bimask.outputs import check_output_dir
 from suite import store
 from suite.steps import RESERVE_S, Step, StepResult, pack, run_steps
 
@@ -350,6 +351,7 @@ def command(args) -> int:
         raise ValueError("--for-device goes with --dry-run; a run plans for the GPU it runs on")
     device, cc = _target(args)
     out = Path(args.out).resolve()
+    check_output_dir(out, "--out")  # a folder that is new or empty: checked before anything
     steps = plan(out, cc, cache)
     if args.dry_run:
         text, ok = dry_run(steps, args.budget)

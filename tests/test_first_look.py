@@ -249,3 +249,11 @@ def test_each_benchmark_step_plans_its_sweep_into_its_own_limit(tmp_path):
         assert 0 < budget < steps[name].limit_s
         assert steps[name].estimate_s <= steps[name].limit_s
     assert "--kernel-cache" not in steps["headline"].argv  # the cache reaches it by environment
+
+
+def test_first_look_output_that_is_a_file_is_a_clear_error(tmp_path, capsys):
+    a_file = tmp_path / "f"
+    a_file.write_text("x")
+    argv = ["first-look", "--dry-run", "--for-device", "H100", "--out", str(a_file)]
+    assert suite_main(argv) == 2
+    assert "is a file, not a folder" in capsys.readouterr().err
