@@ -218,10 +218,11 @@ def main(argv: list[str] | None = None) -> int:
     if getattr(args, "kernel_cache", None):
         from kernels.build import use_cache_dir
 
-        if not Path(args.kernel_cache).is_dir():
-            print(f"error: --kernel-cache {args.kernel_cache} is not a folder", file=sys.stderr)
+        try:
+            use_cache_dir(args.kernel_cache, existing=True)
+        except ValueError as err:
+            print(f"error: {err}", file=sys.stderr)
             return 2
-        use_cache_dir(args.kernel_cache)
     if getattr(args, "arch", None) is None and args.command == "compile":
         args.arch = ARCHS
     return args.func(args)

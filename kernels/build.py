@@ -25,10 +25,19 @@ CACHE_DIR = Path(os.environ.get("BIMASK_KERNEL_CACHE", Path.home() / ".cache" / 
 STATS = {"cached": 0, "compiled": 0}
 
 
-def use_cache_dir(path: str | Path) -> Path:
-    """Point this process (and the processes it starts) at another kernel build cache."""
+def use_cache_dir(path: str | Path, *, existing: bool = False) -> Path:
+    """Point this process (and the processes it starts) at another kernel build cache.
+
+    ``existing``: the folder must be there already (a cache built ahead of time, as
+    ``--kernel-cache`` names one); ValueError otherwise."""
     global CACHE_DIR
-    CACHE_DIR = Path(path).expanduser().resolve()
+    path = Path(path).expanduser()
+    if existing and not path.is_dir():
+        raise ValueError(
+            f"--kernel-cache {path} is not a folder (build one with "
+            "'python -m kernels build --for-device NAME --out DIR')"
+        )
+    CACHE_DIR = path.resolve()
     os.environ["BIMASK_KERNEL_CACHE"] = str(CACHE_DIR)
     return CACHE_DIR
 
@@ -51,10 +60,18 @@ def nvcc_path() -> str | None:
 
 
 @cache
+def _nvcc_banner() -> str:
+    """What ``nvcc --version`` prints ("" without nvcc); run once per process."""
+    if not nvcc_path():
+        return ""
+    return subprocess.run([nvcc_path(), "--version"], capture_output=True, text=True).stdout
+
+
+@cache
 def nvcc_version() -> str:
     if not nvcc_path():
         return "none"
-    out = subprocess.run([nvcc_path(), "--version"], capture_output=True, text=True).stdout
+    out = _nvcc_banner()
     return out.strip().splitlines()[-1] if out else "unknown"
 
 
@@ -70,8 +87,7 @@ def toolchain() -> str:
     the run side takes the CUDA release torch was built for: that is the driver's contract.
     """
     if nvcc_path():
-        out = subprocess.run([nvcc_path(), "--version"], capture_output=True, text=True).stdout
-        if found := re.search(r"release (\d+\.\d+)", out):
+        if found := re.search(r"release (\d+\.\d+)", _nvcc_banner()):
             return f"cuda-{found.group(1)}"
         return "cuda-unknown"
     try:

@@ -50,9 +50,7 @@ def _shard(given: tuple[int, int] | None) -> tuple[int, int]:
 def cmd_bench(args) -> int:
     run_folder.check(args.out, args.cache)
     if args.kernel_cache:
-        if not Path(args.kernel_cache).is_dir():
-            raise ca.UsageError(f"--kernel-cache {args.kernel_cache} is not a folder")
-        kernel_build.use_cache_dir(args.kernel_cache)
+        kernel_build.use_cache_dir(args.kernel_cache, existing=True)
     tier = args.tier
     if tier == "auto":
         tier = "gpu" if torch.cuda.is_available() else "cpu"

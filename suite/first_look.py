@@ -334,15 +334,7 @@ def command(args) -> int:
 
     if args.budget <= 0:
         raise ValueError(f"--budget must be > 0 seconds, got {args.budget:g}")
-    cache = None
-    if args.kernel_cache:
-        cache = Path(args.kernel_cache)
-        if not cache.is_dir():
-            raise ValueError(
-                f"--kernel-cache {cache} is not a folder (build one with "
-                "'python -m kernels build --for-device NAME --out DIR')"
-            )
-        cache = use_cache_dir(cache)
+    cache = use_cache_dir(args.kernel_cache, existing=True) if args.kernel_cache else None
     if not args.dry_run and not torch.cuda.is_available():
         raise ValueError(
             "first-look runs on a GPU host; here, see its plan with --dry-run --for-device NAME"

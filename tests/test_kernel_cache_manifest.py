@@ -122,6 +122,7 @@ def test_a_build_of_another_cuda_release_is_never_used_and_named(cache, monkeypa
 def test_nvcc_builds_of_one_release_share_a_key(monkeypatch):
     """Only the CUDA release reaches the key, not nvcc's build string."""
     build.toolchain.cache_clear()
+    build._nvcc_banner.cache_clear()
     outputs = iter(
         [
             "Cuda compilation tools, release 13.0, V13.0.88\nBuild cuda_13.0.r13.0/compiler.1_0",
@@ -136,6 +137,8 @@ def test_nvcc_builds_of_one_release_share_a_key(monkeypatch):
     seen = []
     for _ in range(3):
         build.toolchain.cache_clear()
+        build._nvcc_banner.cache_clear()
         seen.append(build.toolchain())
     build.toolchain.cache_clear()
+    build._nvcc_banner.cache_clear()
     assert seen == ["cuda-13.0", "cuda-13.0", "cuda-13.1"]
