@@ -12,6 +12,7 @@ from __future__ import annotations
 import torch
 
 from bimask.backends import LayerOps
+from bimask.profile import section
 
 
 class SparseWeightFunction(torch.autograd.Function):
@@ -19,7 +20,8 @@ class SparseWeightFunction(torch.autograd.Function):
     def forward(ctx, x, weight, bias, mask_forward, mask_backward, decay: float, ops: LayerOps):
         ctx.save_for_backward(x, weight, mask_forward, mask_backward)
         ctx.decay, ctx.ops, ctx.has_bias = decay, ops, bias is not None
-        return ops.forward(x, weight * mask_forward, bias)
+        with section("gemm_fwd"):
+            return ops.forward(x, weight * mask_forward, bias)
 
     @staticmethod
     def backward(ctx, dy):
@@ -27,13 +29,16 @@ class SparseWeightFunction(torch.autograd.Function):
         ops = ctx.ops
         dx = dw = db = None
         if ctx.needs_input_grad[0]:
-            dx = ops.input_grad(dy, weight * mask_backward, x.shape)
+            with section("gemm_dx"):
+                dx = ops.input_grad(dy, weight * mask_backward, x.shape)
         if ctx.needs_input_grad[1]:
-            dw = ops.weight_grad(x, dy, weight.shape)
-            if ctx.decay:
-                dw = dw + ctx.decay * (~mask_forward) * weight
+            with section("gemm_dw"):
+                dw = ops.weight_grad(x, dy, weight.shape)
+                if ctx.decay:
+                    dw = dw + ctx.decay * (~mask_forward) * weight
         if ctx.has_bias and ctx.needs_input_grad[2]:
-            db = ops.bias_grad(dy)
+            with section("gemm_dw"):
+                db = ops.bias_grad(dy)
         return dx, dw, db, None, None, None, None
 
 

@@ -16,6 +16,7 @@ from bimask.masks import nm_mask_2d
 from bimask.methods import MaskState, get_method
 from bimask.patterns import NMPattern
 from bimask.permutations import PERMUTATIONS, find_permutation
+from bimask.profile import section
 
 
 def unsupported_reason(
@@ -100,14 +101,15 @@ class SparseMixin:
         mf = to_gemm(self.mask_forward, self.conv_order)
         if not bool(self.masks_ready):
             mf = nm_mask_2d(w2d, self.pattern)
-        perm = find_permutation(
-            w2d,
-            mf,
-            self.pattern,
-            self.permutation,
-            seed=self.seed * 1_000_003 + int(self.step),
-            **self.permutation_options,
-        )
+        with section("permutation"):
+            perm = find_permutation(
+                w2d,
+                mf,
+                self.pattern,
+                self.permutation,
+                seed=self.seed * 1_000_003 + int(self.step),
+                **self.permutation_options,
+            )
         if dist.is_available() and dist.is_initialized():
             dist.broadcast(perm, src=0)  # pi must be identical on every rank
         self.perm.copy_(perm)
@@ -134,7 +136,8 @@ class SparseMixin:
     def _sparse_forward(self, x: torch.Tensor) -> torch.Tensor:
         ops = self._ops()
         if self._spec.masks is None:
-            return ops.forward(x, self.weight, self.bias)
+            with section("gemm_fwd"):
+                return ops.forward(x, self.weight, self.bias)
         mf, mb = self.step_masks()
         return sparse_op(x, self.weight, self.bias, mf, mb, self.decay, ops)
 
@@ -142,12 +145,13 @@ class SparseMixin:
         """The masks for this forward pass (training: counts a step, may refresh the
         permutation every ``perm_every`` steps; evaluation: never searches)."""
         t0 = time.perf_counter()
-        if self.training:
-            refresh = int(self.step) % self.perm_every == 0
-            mf, mb = self.compute_masks(refresh)
-            self.step += 1
-        else:  # evaluation: masks from the current weights, never a permutation search
-            mf, mb = self.compute_masks(refresh=False)
+        with section("masks"):
+            if self.training:
+                refresh = int(self.step) % self.perm_every == 0
+                mf, mb = self.compute_masks(refresh)
+                self.step += 1
+            else:  # evaluation: masks from the current weights, never a permutation search
+                mf, mb = self.compute_masks(refresh=False)
         if mf.is_cuda:
             torch.cuda.synchronize(mf.device)
         self.mask_time_s += time.perf_counter() - t0
