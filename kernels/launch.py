@@ -43,6 +43,21 @@ def _cubin(variant_name: str, extra: tuple, config: Config, dtype: str, arch: st
     return compile_variant(variant, config, arch, dtype, dict(extra)).cubin, variant.symbol
 
 
+# the dynamic shared memory each loaded function was opened up to (a launch asks once per
+# function, not on every launch: the attribute call is a driver round trip)
+_SMEM_SET: dict[int, int] = {}
+DEFAULT_DYNAMIC_SMEM = 48 * 1024  # what every function may use without the opt-in attribute
+
+
+def ensure_dynamic_smem(fn, smem: int, set_limit) -> None:
+    """Raise ``fn``'s dynamic shared-memory limit to ``smem`` (via ``set_limit``) when it needs
+    more than the default and more than it was already given; a no-op otherwise."""
+    have = _SMEM_SET.get(id(fn), DEFAULT_DYNAMIC_SMEM)
+    if smem > have:
+        set_limit(smem)
+        _SMEM_SET[id(fn)] = smem
+
+
 class CupyLauncher:
     name = "cupy"
 
@@ -70,8 +85,7 @@ class CupyLauncher:
         import cupy
         import numpy as np
 
-        if smem > 48 * 1024:
-            fn.max_dynamic_shared_size_bytes = smem
+        ensure_dynamic_smem(fn, smem, lambda n: setattr(fn, "max_dynamic_shared_size_bytes", n))
         values = [np.uint64(v) if kind == "ptr" else np.int32(v) for kind, v in args]
         with cupy.cuda.ExternalStream(stream):  # torch's current stream: events time this work
             fn(grid, block, tuple(values), shared_mem=smem)
@@ -105,8 +119,8 @@ class PycudaLauncher:
 
         if stream != 0:
             raise RuntimeError("the PyCUDA launcher runs on the default stream only")
-        if smem > 48 * 1024:
-            fn.set_attribute(drv.function_attribute.MAX_DYNAMIC_SHARED_SIZE_BYTES, smem)
+        attr = drv.function_attribute.MAX_DYNAMIC_SHARED_SIZE_BYTES
+        ensure_dynamic_smem(fn, smem, lambda n: fn.set_attribute(attr, n))
         values = [np.uintp(v) if kind == "ptr" else np.int32(v) for kind, v in args]
         fn(*values, grid=grid, block=block, shared=smem)
 

@@ -183,3 +183,20 @@ def test_the_excluded_corner_does_spill_so_the_check_can_fail():
     v = VARIANTS["nm_spmm"]
     corner = Config.of({**_sm80("nm_spmm", SPILLING[0]), "BLOCK_K": 32})
     assert compile_variant(v, corner, "sm_80").spill_bytes > 0
+
+
+def test_dynamic_shared_memory_is_opened_once_per_function():
+    """Issue 11.6: the opt-in attribute is a driver call; a launch sets it once per function
+    (and again only when a larger request comes), never on every launch."""
+    from kernels.launch import ensure_dynamic_smem
+
+    class Fn:  # stands in for a loaded CUDA function
+        pass
+
+    fn, other, calls = Fn(), Fn(), []
+    for smem in (100_000, 100_000, 64_000, 100_000):
+        ensure_dynamic_smem(fn, smem, calls.append)
+    ensure_dynamic_smem(fn, 120_000, calls.append)
+    ensure_dynamic_smem(other, 40_000, calls.append)  # under the default: nothing to open
+    ensure_dynamic_smem(other, 70_000, calls.append)
+    assert calls == [100_000, 120_000, 70_000]
