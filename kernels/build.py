@@ -267,7 +267,8 @@ def cache_problem(path: Path, key: dict) -> str | None:
 
 
 def sass_instructions(cubin: Path) -> dict[str, int]:
-    """Opcode counts of the cubin's SASS (needs cuobjdump + nvdisasm)."""
+    """Opcode counts of the cubin's SASS, instructions that can execute (needs cuobjdump +
+    nvdisasm)."""
     cuobjdump, nvdisasm = _tool("cuobjdump"), _tool("nvdisasm")
     if not cuobjdump or not nvdisasm:
         raise CompileError(
@@ -279,9 +280,11 @@ def sass_instructions(cubin: Path) -> dict[str, int]:
     if proc.returncode != 0:
         raise CompileError(f"cuobjdump failed on {cubin}: {proc.stderr.strip()[-400:]}")
     counts: dict[str, int] = {}
-    for op in re.findall(
-        r"/\*[0-9a-f]{4}\*/\s+(?:@!?U?P\w+\s+)?([A-Z][A-Za-z0-9_.]+)", proc.stdout
+    for pred, op in re.findall(
+        r"/\*[0-9a-f]{4}\*/\s+(?:@(!?U?P\w+)\s+)?([A-Z][A-Za-z0-9_.]+)", proc.stdout
     ):
+        if pred == "!PT":  # never executed (padding ptxas emits, e.g. after cp.async zfill)
+            continue
         counts[op] = counts.get(op, 0) + 1
     return counts
 

@@ -150,6 +150,9 @@ GEMM_DEFAULT = {
     "STAGES": 4,
     "SMEM_PAD": 8,
     "SPLIT_K": 1,
+    # 32-bit fragment loads until a GPU run has checked the ldmatrix path (issue 17's list); the
+    # tuner measures both (a wrong result is a failed config, never a winner)
+    "LDMATRIX": 0,
 }
 GEMM_TUNABLES = {
     "BLOCK_M": (64, 128, 256),
@@ -160,6 +163,7 @@ GEMM_TUNABLES = {
     "STAGES": (2, 3, 4),
     "SMEM_PAD": (0, 8),
     "SPLIT_K": (1, 2, 4),
+    "LDMATRIX": (0, 1),
 }
 
 VARIANTS: dict[str, KernelVariant] = {}

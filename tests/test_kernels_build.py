@@ -19,6 +19,7 @@ from kernels.build import (
     sass_instructions,
 )
 from kernels.registry import VARIANTS
+from kernels.space import Config
 
 needs_sass = pytest.mark.skipif(
     not (_tool("cuobjdump") and _tool("nvdisasm")),
@@ -259,3 +260,23 @@ def test_nm_gemm_refuses_the_hopper_family_elsewhere(monkeypatch):
         ops.nm_gemm(a, a, cfg, family="sm90")
     with pytest.raises(ValueError, match="unknown kernel family"):
         ops.nm_gemm(a, a, cfg, family="sm70")
+
+
+@pytest.mark.nvcc
+@needs_sass
+@pytest.mark.parametrize("name", ["nm_spmm", "nm_spmm_gather", "dense_gemm"])
+def test_ldmatrix_builds_load_fragments_with_ldsm(name):
+    """Issue 11.6: LDMATRIX=1 loads the mma fragments with ldmatrix.x4 (SASS LDSM), one
+    instruction where the default issues four 32-bit shared loads; the MMA count is unchanged."""
+    v = VARIANTS[name]
+    base = v.default()
+    plain = sass_instructions(compile_variant(v, base).cubin)
+    ldsm = sass_instructions(compile_variant(v, Config.of({**base.to_dict(), "LDMATRIX": 1})).cubin)
+    mma = v.sass_instruction
+
+    def lds(counts):  # 32/64/128-bit shared loads, not the matrix loads
+        return count_matching(counts, "LDS") - count_matching(counts, "LDSM")
+
+    assert count_matching(plain, "LDSM") == 0 and count_matching(ldsm, "LDSM") > 0
+    assert count_matching(ldsm, mma) == count_matching(plain, mma)
+    assert lds(ldsm) < lds(plain) / 2, (lds(ldsm), lds(plain))

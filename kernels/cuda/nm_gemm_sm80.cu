@@ -6,7 +6,9 @@
 // SPARSE=0: A dense (M x K, leading dimension lda); two mma.sync m16n8k16 per 32 K. Everything
 //   else (tiling, cp.async pipeline, epilogue) is the same code, so the two compare like for like.
 // Tunables (#defines): BLOCK_M, BLOCK_N, BLOCK_K, WARPS_M, WARPS_N, STAGES, SMEM_PAD, SPLIT_K,
-// GATHER_B (B's K axis read through a permutation), DTYPE_BF16, OUT_F32, TRANS_C.
+// GATHER_B (B's K axis read through a permutation), LDMATRIX (fragments from shared memory with
+// ldmatrix.x4: one instruction per 16x16 A half-tile and per 8x32 B tile, instead of four 32-bit
+// loads each), DTYPE_BF16, OUT_F32, TRANS_C.
 #include "common.cuh"
 #include "ptx_features.cuh"
 
@@ -36,6 +38,9 @@
 #endif
 #ifndef SPARSE
 #define SPARSE 1
+#endif
+#ifndef LDMATRIX
+#define LDMATRIX 0
 #endif
 
 #define THREADS (WARPS_M * WARPS_N * 32)
@@ -89,6 +94,44 @@ __device__ __forceinline__ void mma_dense(float (&d)[4], const uint32_t (&a)[4],
         ".f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
         : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
         : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
+
+// ldmatrix.x4: lane 8*j + r gives the address of row r of 8x8 matrix j (16-byte aligned rows);
+// register j of lane 4*r + c then holds elements 2c, 2c+1 of row r of matrix j (PTX ISA,
+// "Warp-level matrix load instruction: ldmatrix"). With matrix j = the j-th 8 columns of an n8
+// B tile, that is the m16n8k32 B fragment (b[j] = rows g, k = 8j + 2t); with matrices (rows 0-7,
+// cols 0-7), (rows 8-15, cols 0-7), (rows 0-7, cols 8-15), (rows 8-15, cols 8-15) of a 16x16 A
+// tile it is the m16n8k16 A fragment, which is also the sparse m16n8k32's compressed A fragment.
+__device__ __forceinline__ void ldsm_x4(uint32_t (&r)[4], const elem_t* p) {
+    const unsigned addr = static_cast<unsigned>(__cvta_generic_to_shared(p));
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+                 : "r"(addr));
+}
+
+// The A fragment of the 16 x 16 tile whose top-left element is ``tile`` (row stride A_LD).
+__device__ __forceinline__ void load_a_frag(uint32_t (&af)[4], const elem_t* tile, int lane) {
+#if LDMATRIX
+    ldsm_x4(af, tile + ((lane % 8) + 8 * ((lane / 8) % 2)) * A_LD + 8 * (lane / 16));
+#else
+    const int g = lane / 4, t = lane % 4;
+    const elem_t* ap = tile + g * A_LD + 2 * t;
+    af[0] = *reinterpret_cast<const uint32_t*>(ap);
+    af[1] = *reinterpret_cast<const uint32_t*>(ap + 8 * A_LD);
+    af[2] = *reinterpret_cast<const uint32_t*>(ap + 8);
+    af[3] = *reinterpret_cast<const uint32_t*>(ap + 8 * A_LD + 8);
+#endif
+}
+
+// The B fragment (k32 x n8) of the 8 rows of B starting at ``tile`` (row stride B_LD, K along a row).
+__device__ __forceinline__ void load_b_frag(uint32_t (&bf)[4], const elem_t* tile, int lane) {
+#if LDMATRIX
+    ldsm_x4(bf, tile + (lane % 8) * B_LD + 8 * (lane / 8));
+#else
+    const elem_t* bp = tile + (lane / 4) * B_LD + 2 * (lane % 4);
+#pragma unroll
+    for (int r = 0; r < 4; ++r) bf[r] = *reinterpret_cast<const uint32_t*>(bp + 8 * r);
+#endif
 }
 
 // Issue the loads of one K tile (dense columns k0 .. k0+BLOCK_K) into a stage.
@@ -193,37 +236,24 @@ nm_gemm(const elem_t* __restrict__ A_vals, const uint32_t* __restrict__ E,
 #endif
             uint32_t bf[NT][4];
 #pragma unroll
-            for (int j = 0; j < NT; ++j) {
-                const elem_t* bp = &s.b[(wn * WARP_N + j * 8 + g) * B_LD + ks * 32 + 2 * t];
-#pragma unroll
-                for (int r = 0; r < 4; ++r) bf[j][r] = *reinterpret_cast<const uint32_t*>(bp + 8 * r);
-            }
+            for (int j = 0; j < NT; ++j)
+                load_b_frag(bf[j], &s.b[(wn * WARP_N + j * 8) * B_LD + ks * 32], lane);
 #pragma unroll
             for (int i = 0; i < MT; ++i) {
                 const int row = wm * WARP_M + i * 16;
 #if SPARSE
                 if (m0 + row >= MP) continue;  // whole 16-row tile past the padded rows (uniform)
                 // compressed row: 16 values per 32 dense columns; fragment = dense m16n8k16 A's
-                const elem_t* ap = &s.a[(row + g) * A_LD + ks * 16 + 2 * t];
-                uint32_t af[4] = {
-                    *reinterpret_cast<const uint32_t*>(ap),
-                    *reinterpret_cast<const uint32_t*>(ap + 8 * A_LD),
-                    *reinterpret_cast<const uint32_t*>(ap + 8),
-                    *reinterpret_cast<const uint32_t*>(ap + 8 * A_LD + 8),
-                };
+                uint32_t af[4];
+                load_a_frag(af, &s.a[row * A_LD + ks * 16], lane);
                 const uint32_t e = s.e[((row / 32) * (BLOCK_K / 32) + ks) * 32 + lane];
 #pragma unroll
                 for (int j = 0; j < NT; ++j) mma_sp(acc[i][j], af, bf[j], e, (row / 16) & 1);
 #else
 #pragma unroll
                 for (int h = 0; h < 2; ++h) {  // two k16 halves of the 32-wide step
-                    const elem_t* ap = &s.a[(row + g) * A_LD + ks * 32 + h * 16 + 2 * t];
-                    uint32_t af[4] = {
-                        *reinterpret_cast<const uint32_t*>(ap),
-                        *reinterpret_cast<const uint32_t*>(ap + 8 * A_LD),
-                        *reinterpret_cast<const uint32_t*>(ap + 8),
-                        *reinterpret_cast<const uint32_t*>(ap + 8 * A_LD + 8),
-                    };
+                    uint32_t af[4];
+                    load_a_frag(af, &s.a[row * A_LD + ks * 32 + h * 16], lane);
 #pragma unroll
                     for (int j = 0; j < NT; ++j) mma_dense(acc[i][j], af, bf[j][2 * h], bf[j][2 * h + 1]);
                 }
