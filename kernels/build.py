@@ -266,9 +266,9 @@ def cache_problem(path: Path, key: dict) -> str | None:
     return f"{CACHE_DIR} holds no build of {what}"
 
 
-def sass_instructions(cubin: Path) -> dict[str, int]:
-    """Opcode counts of the cubin's SASS, instructions that can execute (needs cuobjdump +
-    nvdisasm)."""
+def sass_sequence(cubin: Path) -> list[str]:
+    """The cubin's SASS opcodes in program order, instructions that can execute (needs
+    cuobjdump + nvdisasm)."""
     cuobjdump, nvdisasm = _tool("cuobjdump"), _tool("nvdisasm")
     if not cuobjdump or not nvdisasm:
         raise CompileError(
@@ -279,12 +279,19 @@ def sass_instructions(cubin: Path) -> dict[str, int]:
     proc = subprocess.run([cuobjdump, "-sass", str(cubin)], capture_output=True, text=True, env=env)
     if proc.returncode != 0:
         raise CompileError(f"cuobjdump failed on {cubin}: {proc.stderr.strip()[-400:]}")
+    return [
+        op
+        for pred, op in re.findall(
+            r"/\*[0-9a-f]{4}\*/\s+(?:@(!?U?P\w+)\s+)?([A-Z][A-Za-z0-9_.]+)", proc.stdout
+        )
+        if pred != "!PT"  # never executed (padding ptxas emits, e.g. after cp.async zfill)
+    ]
+
+
+def sass_instructions(cubin: Path) -> dict[str, int]:
+    """Opcode counts of the cubin's SASS (see :func:`sass_sequence`)."""
     counts: dict[str, int] = {}
-    for pred, op in re.findall(
-        r"/\*[0-9a-f]{4}\*/\s+(?:@(!?U?P\w+)\s+)?([A-Z][A-Za-z0-9_.]+)", proc.stdout
-    ):
-        if pred == "!PT":  # never executed (padding ptxas emits, e.g. after cp.async zfill)
-            continue
+    for op in sass_sequence(cubin):
         counts[op] = counts.get(op, 0) + 1
     return counts
 

@@ -17,6 +17,7 @@ from kernels.build import (
     compile_variant,
     count_matching,
     sass_instructions,
+    sass_sequence,
 )
 from kernels.registry import VARIANTS
 from kernels.space import Config
@@ -280,3 +281,18 @@ def test_ldmatrix_builds_load_fragments_with_ldsm(name):
     assert count_matching(plain, "LDSM") == 0 and count_matching(ldsm, "LDSM") > 0
     assert count_matching(ldsm, mma) == count_matching(plain, mma)
     assert lds(ldsm) < lds(plain) / 2, (lds(ldsm), lds(plain))
+
+
+@pytest.mark.nvcc
+@needs_sass
+@pytest.mark.parametrize("name", ["nm_spmm_sm90", "nm_spmm_gather_sm90", "dense_gemm_sm90"])
+def test_hopper_main_loop_issues_its_wgmmas_before_the_next_tiles_copies(name):
+    """Issue 11.8: in the K loop the tile's wgmmas are issued first and the next tile's copies
+    (LDGSTS, or the gather's loads and stores) follow before the wait, so their address
+    arithmetic overlaps the tensor cores instead of sitting between two drains."""
+    v = VARIANTS[name]
+    ops = sass_sequence(compile_variant(v, v.default(), "sm_90a").cubin)
+    first = next(i for i, op in enumerate(ops) if op.startswith("HGMMA"))
+    wait = next(i for i in range(first, len(ops)) if ops[i].startswith("WARPGROUP.DEPBAR"))
+    between = {op.split(".")[0] for op in ops[first:wait]}
+    assert between & {"LDGSTS", "LDG"}, f"no copies between the wgmmas and their wait: {between}"

@@ -22,7 +22,9 @@
 //
 // Pipeline: STAGES shared-memory stages filled by cp.async, STAGES-1-INFLIGHT tiles loading ahead;
 // each K tile is one committed group of wgmmas, and INFLIGHT groups stay in flight across tiles
-// (wgmma.wait_group INFLIGHT). The sparse path needs INFLIGHT = 0 (see the static_assert).
+// (wgmma.wait_group INFLIGHT). The sparse path needs INFLIGHT = 0 (see the static_assert). A K
+// tile's wgmmas are issued before the copies of the tile AHEAD tiles later, so the address
+// arithmetic of those copies runs while the tensor cores work.
 // Tunables (#defines): BLOCK_M, BLOCK_N (the wgmma N: 64, 128 or 256), BLOCK_K, WARPGROUPS,
 // STAGES, INFLIGHT, SMEM_PAD (0/1), SPLIT_K, GATHER_B, DTYPE_BF16, OUT_F32, TRANS_C.
 #include "common.cuh"
@@ -268,12 +270,10 @@ nm_gemm_wgmma(const elem_t* __restrict__ A, const uint32_t* __restrict__ E,
         cp_async_wait<AHEAD - 1>();  // this thread's copies of tile `it` have landed
         fence_proxy_async();         // ... and are visible to the async proxy (wgmma)
         __syncthreads();  // everyone's copies; every warpgroup is done with tile it-1-INFLIGHT
-        int next = it + AHEAD;
-        if (next < n_tiles)
-            load_tile(smem_raw + (next % STAGES) * STAGE_BYTES, A, E, B, perm, M, N, K, MP, KP,
-                      lda, ldb, m0, n0, (kt_begin + next) * BLOCK_K);
-        cp_async_commit();
 
+        // the wgmmas of tile `it` go first, so that the tensor cores work while this thread
+        // computes the next tile's addresses and issues its copies (into the stage of tile
+        // it-1-INFLIGHT, which the __syncthreads above made free)
         const unsigned char* st = smem_raw + (it % STAGES) * STAGE_BYTES;
         const unsigned char* sa = st + (wg * WG_ROWS / 8) * SBO_A;
         const unsigned char* sb = st + A_BYTES;
@@ -310,6 +310,13 @@ nm_gemm_wgmma(const elem_t* __restrict__ A, const uint32_t* __restrict__ E,
             }
         }
         wgmma_commit();
+
+        int next = it + AHEAD;
+        if (next < n_tiles)
+            load_tile(smem_raw + (next % STAGES) * STAGE_BYTES, A, E, B, perm, M, N, K, MP, KP,
+                      lda, ldb, m0, n0, (kt_begin + next) * BLOCK_K);
+        cp_async_commit();
+
         wgmma_wait<INFLIGHT>();  // tile it-INFLIGHT is done: its stage may be refilled
         fence_acc(acc);
     }
