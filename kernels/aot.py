@@ -41,10 +41,14 @@ QUICK_TUNABLES = {
         "BLOCK_K": (32, 64),
         "WARPS_M": (2, 4),
         "WARPS_N": (2,),
-        "STAGES": (4,),  # one depth, so that both fragment loads fit the same first-look time
+        "STAGES": (3, 4),
         "SMEM_PAD": (8,),
         "SPLIT_K": (1,),
-        "LDMATRIX": (0, 1),  # both fragment loads: the first GPU run checks and times ldmatrix
+        # the kernel as first reviewed (32-bit fragment loads, direct stores) and with both
+        # issue-11 changes (ldmatrix, staged vector epilogue): the first GPU run checks and times
+        # the pair; the full space has every combination
+        "LDMATRIX": (0, 1),
+        "EPI_SMEM": (0, 1),
     },
     "sm90": {
         "BLOCK_M": (128, 256),
@@ -58,9 +62,13 @@ QUICK_TUNABLES = {
     },
 }
 # ... of which only these pairs: 32-deep tiles in four stages (they fit the 99 KB devices: 8.6,
-# 8.9, 12.x) and 64-deep ones in three
+# 8.9, 12.x) and 64-deep ones in three; 64-row warps
 QUICK_RULES = {
-    "sm80": (lambda c: (c["BLOCK_K"], c["STAGES"]) in {(32, 4), (64, 3)},),
+    "sm80": (
+        lambda c: (c["BLOCK_K"], c["STAGES"]) in {(32, 4), (64, 3)},
+        lambda c: c["LDMATRIX"] == c["EPI_SMEM"],
+        lambda c: c["WARPS_M"] == c["BLOCK_M"] // 64,  # 64 rows a warp: room for both kernels
+    ),
     "sm90": (),
 }
 # Patterns whose compress kernel (mask + pack) a run builds: those with a sparse-core path.

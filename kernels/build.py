@@ -282,7 +282,7 @@ def sass_sequence(cubin: Path) -> list[str]:
     return [
         op
         for pred, op in re.findall(
-            r"/\*[0-9a-f]{4}\*/\s+(?:@(!?U?P\w+)\s+)?([A-Z][A-Za-z0-9_.]+)", proc.stdout
+            r"/\*[0-9a-f]{4,}\*/\s+(?:@(!?U?P\w+)\s+)?([A-Z][A-Za-z0-9_.]+)", proc.stdout
         )
         if pred != "!PT"  # never executed (padding ptxas emits, e.g. after cp.async zfill)
     ]

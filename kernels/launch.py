@@ -45,17 +45,18 @@ def _cubin(variant_name: str, extra: tuple, config: Config, dtype: str, arch: st
 
 # the dynamic shared memory each loaded function was opened up to (a launch asks once per
 # function, not on every launch: the attribute call is a driver round trip)
-_SMEM_SET: dict[int, int] = {}
+# (keyed by id, the function held too, so that a freed function's id cannot pass its limit on)
+_SMEM_SET: dict[int, tuple[object, int]] = {}
 DEFAULT_DYNAMIC_SMEM = 48 * 1024  # what every function may use without the opt-in attribute
 
 
 def ensure_dynamic_smem(fn, smem: int, set_limit) -> None:
     """Raise ``fn``'s dynamic shared-memory limit to ``smem`` (via ``set_limit``) when it needs
     more than the default and more than it was already given; a no-op otherwise."""
-    have = _SMEM_SET.get(id(fn), DEFAULT_DYNAMIC_SMEM)
+    _, have = _SMEM_SET.get(id(fn), (fn, DEFAULT_DYNAMIC_SMEM))
     if smem > have:
         set_limit(smem)
-        _SMEM_SET[id(fn)] = smem
+        _SMEM_SET[id(fn)] = (fn, smem)
 
 
 class CupyLauncher:

@@ -115,6 +115,7 @@ def _gemm_restrictions(sparse: bool) -> tuple[Callable[[dict], bool], ...]:
         # dense twin gets the same rule, so the two spaces compare like for like)
         lambda c: mma_registers(c) + REG_RESERVE <= register_budget(_mma_threads(c)),
         lambda c, s=sparse: gemm_smem(c, s) <= SPACE_SMEM_MAX["sm80"],
+        lambda c: not (c.get("EPI_SMEM", 0) and c["SPLIT_K"] > 1),  # whole tiles, no atomics
     )
 
 
@@ -153,6 +154,7 @@ GEMM_DEFAULT = {
     # 32-bit fragment loads until a GPU run has checked the ldmatrix path (issue 17's list); the
     # tuner measures both (a wrong result is a failed config, never a winner)
     "LDMATRIX": 0,
+    "EPI_SMEM": 0,  # the same: direct stores until a GPU run has checked the staged epilogue
 }
 GEMM_TUNABLES = {
     "BLOCK_M": (64, 128, 256),
@@ -164,6 +166,7 @@ GEMM_TUNABLES = {
     "SMEM_PAD": (0, 8),
     "SPLIT_K": (1, 2, 4),
     "LDMATRIX": (0, 1),
+    "EPI_SMEM": (0, 1),
 }
 
 VARIANTS: dict[str, KernelVariant] = {}

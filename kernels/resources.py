@@ -5,12 +5,19 @@ from __future__ import annotations
 
 
 def gemm_smem(c: dict, sparse: bool) -> int:
-    """Dynamic shared memory of an nm_gemm_sm80.cu config (STAGES x (A + B + metadata))."""
+    """Dynamic shared memory of an nm_gemm_sm80.cu config: STAGES x (A + B + metadata), or the
+    staged output tile if EPI_SMEM needs more."""
     pad = c["SMEM_PAD"]
     a = c["BLOCK_M"] * ((c["BLOCK_K"] // 2 if sparse else c["BLOCK_K"]) + pad) * 2
     b = c["BLOCK_N"] * (c["BLOCK_K"] + pad) * 2
     e = (c["BLOCK_M"] // 32) * (c["BLOCK_K"] // 32) * 32 * 4 if sparse else 16
-    return c["STAGES"] * (a + b + e)
+    stages = c["STAGES"] * (a + b + e)
+    if not c.get("EPI_SMEM", 0):
+        return stages
+    # the output tile staged in the same memory: fp32 (the larger output type) plus 16 bytes of
+    # padding per row, rows along either axis (TRANS_C swaps them)
+    tile = c["BLOCK_M"] * c["BLOCK_N"] * 4 + max(c["BLOCK_M"], c["BLOCK_N"]) * 16
+    return max(stages, tile)
 
 
 def wgmma_smem(c: dict, sparse: bool) -> int:

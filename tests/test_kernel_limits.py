@@ -200,3 +200,15 @@ def test_dynamic_shared_memory_is_opened_once_per_function():
     ensure_dynamic_smem(other, 40_000, calls.append)  # under the default: nothing to open
     ensure_dynamic_smem(other, 70_000, calls.append)
     assert calls == [100_000, 120_000, 70_000]
+
+
+def test_staged_epilogue_needs_the_larger_of_the_stages_and_the_output_tile():
+    from kernels.resources import gemm_smem
+
+    c = {"BLOCK_M": 128, "BLOCK_N": 128, "BLOCK_K": 32, "STAGES": 2, "SMEM_PAD": 8}
+    stages = gemm_smem(c, True)
+    assert stages == 2 * (128 * 24 * 2 + 128 * 40 * 2 + 4 * 1 * 32 * 4)
+    assert gemm_smem({**c, "EPI_SMEM": 0}, True) == stages
+    assert gemm_smem({**c, "EPI_SMEM": 1}, True) == 128 * 128 * 4 + 128 * 16  # fp32 tile + pads
+    deep = {**c, "BLOCK_K": 128, "STAGES": 4}
+    assert gemm_smem({**deep, "EPI_SMEM": 1}, True) == gemm_smem(deep, True)  # stages are larger

@@ -296,3 +296,32 @@ def test_hopper_main_loop_issues_its_wgmmas_before_the_next_tiles_copies(name):
     wait = next(i for i in range(first, len(ops)) if ops[i].startswith("WARPGROUP.DEPBAR"))
     between = {op.split(".")[0] for op in ops[first:wait]}
     assert between & {"LDGSTS", "LDG"}, f"no copies between the wgmmas and their wait: {between}"
+
+
+@pytest.mark.nvcc
+@needs_sass
+@pytest.mark.parametrize("trans_c", [0, 1])
+@pytest.mark.parametrize("out_f32", [0, 1])
+def test_staged_epilogue_writes_16_byte_vectors(trans_c, out_f32):
+    """Issue 11.6: EPI_SMEM=1 stages the tile in shared memory and leaves in 128-bit stores, also
+    for the transposed output both training GEMMs write; the direct epilogue has none."""
+    v = VARIANTS["nm_spmm"]
+    extra = {"TRANS_C": trans_c, "OUT_F32": out_f32}
+    base = v.default().to_dict()
+    direct, staged = (
+        sass_instructions(compile_variant(v, Config.of({**base, "EPI_SMEM": e}), extra=extra).cubin)
+        for e in (0, 1)
+    )
+    assert count_matching(direct, "STG.E.128") == 0
+    assert count_matching(staged, "STG.E.128") > 0 and count_matching(staged, "STS") > 0
+
+
+@pytest.mark.nvcc
+def test_staged_epilogue_refuses_split_k():
+    from kernels.build import CompileError
+
+    v = VARIANTS["nm_spmm"]
+    bad = Config.of({**v.default().to_dict(), "EPI_SMEM": 1, "SPLIT_K": 2})
+    assert not v.space().allows(bad.to_dict())
+    with pytest.raises(CompileError, match="EPI_SMEM"):
+        compile_variant(v, bad, extra={"OUT_F32": 1})

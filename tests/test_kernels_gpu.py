@@ -287,3 +287,53 @@ def test_the_plain_mma_sp_of_older_toolkits_gives_the_same_result(monkeypatch):
         CupyLauncher.function.cache_clear()
     assert torch.equal(plain, ordered)
     assert _rel(plain, a.double() @ x.cpu().double().t()) < 1e-2
+
+
+# Issue 11.6: ldmatrix fragments and the staged 16-byte epilogue, alone and together, on shapes
+# no tile divides, written transposed (as both training GEMMs write) and plain with fp16 inputs
+# and fp32 output; the dense twin and the in-kernel gather take the same fragment and epilogue
+# code. Few combinations: each is three kernels that the GPU host compiles itself.
+SM80_LOADS_AND_STORES = [
+    ({"LDMATRIX": 1, "EPI_SMEM": 0}, torch.bfloat16, True, None),
+    ({"LDMATRIX": 0, "EPI_SMEM": 1}, torch.bfloat16, True, None),
+    ({"LDMATRIX": 1, "EPI_SMEM": 1}, torch.bfloat16, True, None),
+    ({"LDMATRIX": 1, "EPI_SMEM": 1}, torch.float16, False, torch.float32),
+]
+
+
+@pytest.mark.parametrize(
+    ("change", "dtype", "transpose_out", "out_dtype"),
+    SM80_LOADS_AND_STORES,
+    ids=["ldsm", "epi", "both-bf16-trans", "both-fp16-f32out"],
+)
+def test_sm80_ldmatrix_and_staged_epilogue(change, dtype, transpose_out, out_dtype):
+    g = torch.Generator().manual_seed(11)
+    m, n, k = 200, 136, 352  # no dimension a tile multiple; n % 8 == 0 keeps C^T rows aligned
+    w = torch.randn(m, k, generator=g).to(dtype)
+    a = w * nm_mask(w, "2:4")
+    x = torch.randn(n, k, generator=g).to(dtype)
+    ref = a.double() @ x.double().t()
+    ref = ref.t() if transpose_out else ref
+    cfg = Config.of({**SMALL.to_dict(), **change})
+    kw = {"family": "sm80", "transpose_out": transpose_out, "out_dtype": out_dtype}
+    assert _rel(_run(_to_gpu(compress(a, "2:4")), x.cuda(), cfg, **kw), ref) < 1e-2
+    assert _rel(_run(a.cuda(), x.cuda(), cfg, **kw), ref) < 1e-2  # the dense twin
+    perm = torch.randperm(k, generator=g)
+    ap = a[:, perm]  # gather: C = A' . B[:, perm]^T with A' N:M along the permuted K
+    ap = ap * nm_mask(ap, "2:4")
+    refp = ap.double() @ x[:, perm].double().t()
+    refp = refp.t() if transpose_out else refp
+    outp = _run(_to_gpu(compress(ap, "2:4")), x.cuda(), cfg, perm=perm.int().cuda(), **kw)
+    assert _rel(outp, refp) < 1e-2
+
+
+def test_sm80_staged_epilogue_on_an_unaligned_leading_dimension():
+    """A C whose rows are not 16-byte aligned (odd M written transposed) takes the element path."""
+    g = torch.Generator().manual_seed(12)
+    m, n, k = 77, 64, 128
+    w = torch.randn(m, k, generator=g).bfloat16()
+    a = w * nm_mask(w, "2:4")
+    x = torch.randn(n, k, generator=g).bfloat16()
+    cfg = Config.of({**SMALL.to_dict(), "LDMATRIX": 1, "EPI_SMEM": 1})
+    out = _run(_to_gpu(compress(a, "2:4")), x.cuda(), cfg, family="sm80", transpose_out=True)
+    assert _rel(out, (a.double() @ x.double().t()).t()) < 1e-2

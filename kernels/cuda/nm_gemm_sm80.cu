@@ -8,7 +8,9 @@
 // Tunables (#defines): BLOCK_M, BLOCK_N, BLOCK_K, WARPS_M, WARPS_N, STAGES, SMEM_PAD, SPLIT_K,
 // GATHER_B (B's K axis read through a permutation), LDMATRIX (fragments from shared memory with
 // ldmatrix.x4: one instruction per 16x16 A half-tile and per 8x32 B tile, instead of four 32-bit
-// loads each), DTYPE_BF16, OUT_F32, TRANS_C.
+// loads each), EPI_SMEM (the output tile goes through shared memory and leaves in 16-byte
+// vectors along the output's contiguous axis, also when it is written transposed), DTYPE_BF16,
+// OUT_F32, TRANS_C.
 #include "common.cuh"
 #include "ptx_features.cuh"
 
@@ -42,6 +44,12 @@
 #ifndef LDMATRIX
 #define LDMATRIX 0
 #endif
+#ifndef EPI_SMEM
+#define EPI_SMEM 0
+#endif
+#if EPI_SMEM && SPLIT_K > 1
+#error "EPI_SMEM stores whole tiles; split-K adds partial sums atomically (EPI_SMEM=0)"
+#endif
 
 #define THREADS (WARPS_M * WARPS_N * 32)
 #define WARP_M (BLOCK_M / WARPS_M)
@@ -56,6 +64,15 @@
 #define E_WORDS 4
 #endif
 #define B_LD (BLOCK_K + SMEM_PAD)
+// the staged output tile: rows along the output's contiguous axis, 16 bytes of padding per row
+#if TRANS_C
+#define CS_ROWS BLOCK_N
+#define CS_COLS BLOCK_M
+#else
+#define CS_ROWS BLOCK_M
+#define CS_COLS BLOCK_N
+#endif
+#define CS_LD (CS_COLS + 16 / (int)sizeof(out_t))
 
 static_assert(BLOCK_K % 32 == 0, "BLOCK_K must be a multiple of 32");
 static_assert(WARP_M % 32 == 0, "a warp covers whole 32-row metadata tiles");
@@ -188,6 +205,56 @@ __device__ __forceinline__ void load_tile(Stage& s, const elem_t* __restrict__ A
 #endif
 }
 
+#if EPI_SMEM
+// The block's output tile through shared memory (the pipeline's stages, free once every warp is
+// past the main loop): each thread puts its accumulators at their place in the tile, laid out
+// with the output's contiguous axis along a shared row; then the block writes whole 16-byte
+// vectors of consecutive output elements (the columns of C, or its rows when TRANS_C writes
+// C^T). A vector that would cross the matrix's edge, or a C whose rows are not 16-byte
+// aligned, is written element by element.
+__device__ __forceinline__ void store_tile_via_smem(const float (&acc)[MT][NT][4],
+                                                    unsigned char* smem_raw, out_t* __restrict__ C,
+                                                    int M, int N, int ldc, int m0, int n0, int wm,
+                                                    int wn, int g, int t) {
+    out_t* cs = reinterpret_cast<out_t*>(smem_raw);
+    __syncthreads();  // every warp has read its last stage
+#pragma unroll
+    for (int i = 0; i < MT; ++i)
+#pragma unroll
+        for (int j = 0; j < NT; ++j)
+#pragma unroll
+            for (int v = 0; v < 4; ++v) {
+                const int r = wm * WARP_M + i * 16 + g + 8 * (v / 2);  // tile row (along M)
+                const int c = wn * WARP_N + j * 8 + 2 * t + (v % 2);   // tile column (along N)
+#if TRANS_C
+                cs[c * CS_LD + r] = to_out(acc[i][j][v]);
+#else
+                cs[r * CS_LD + c] = to_out(acc[i][j][v]);
+#endif
+            }
+    __syncthreads();
+    constexpr int VEC = 16 / (int)sizeof(out_t);  // output elements per 16-byte vector
+    constexpr int CHUNKS = CS_COLS / VEC;
+#if TRANS_C
+    const int row0 = n0, col0 = m0, rows = N, cols = M;  // C^T: N rows of M contiguous outputs
+#else
+    const int row0 = m0, col0 = n0, rows = M, cols = N;
+#endif
+    const bool aligned = (ldc % VEC == 0) && ((reinterpret_cast<size_t>(C) & 15) == 0);
+    for (int x = threadIdx.x; x < CS_ROWS * CHUNKS; x += THREADS) {
+        const int r = x / CHUNKS, c = (x % CHUNKS) * VEC;
+        if (row0 + r >= rows) continue;
+        const out_t* src = &cs[r * CS_LD + c];
+        out_t* dst = C + (long)(row0 + r) * ldc + col0 + c;
+        if (aligned && col0 + c + VEC <= cols) {
+            *reinterpret_cast<uint4*>(dst) = *reinterpret_cast<const uint4*>(src);
+        } else {
+            for (int e = 0; e < VEC && col0 + c + e < cols; ++e) dst[e] = src[e];
+        }
+    }
+}
+#endif
+
 extern "C" __global__ void __launch_bounds__(THREADS)
 nm_gemm(const elem_t* __restrict__ A_vals, const uint32_t* __restrict__ E,
         const elem_t* __restrict__ B, const int* __restrict__ perm, out_t* __restrict__ C,
@@ -263,6 +330,9 @@ nm_gemm(const elem_t* __restrict__ A_vals, const uint32_t* __restrict__ E,
     }
     cp_async_wait<0>();
 
+#if EPI_SMEM
+    store_tile_via_smem(acc, smem_raw, C, M, N, ldc, m0, n0, wm, wn, g, t);
+#else
 #pragma unroll
     for (int i = 0; i < MT; ++i)
 #pragma unroll
@@ -274,4 +344,5 @@ nm_gemm(const elem_t* __restrict__ A_vals, const uint32_t* __restrict__ E,
             store_out(C, row + 8, col, M, N, ldc, acc[i][j][2]);
             store_out(C, row + 8, col + 1, M, N, ldc, acc[i][j][3]);
         }
+#endif
 }
