@@ -2,7 +2,8 @@
 
 For each sparse GEMM of the run (pass fwd / bwd-data, shape, pattern, dtype, and for bwd-data
 the permutation realisation it was timed with) and each training backend, the fastest correct
-row among the suite backends that map to it (:data:`TRAINING_BACKENDS`) is the winner. Training
+row among the suite backends that map to it (:data:`TRAINING_BACKENDS`) is the winner, with
+its kernel source hash where the run's cache recorded one. Training
 reads the file (``python -m bimask.train --tuned-configs FILE``, see :mod:`bimask.tuned`); it
 never imports the suite, the file is the link.
 """
@@ -74,15 +75,51 @@ def candidates(df: pd.DataFrame) -> pd.DataFrame:
     return rows
 
 
-def _entry(row) -> dict:
+_MATCH = ("backend", "pass", "m", "n", "k", "pattern", "dtype", "perm", "layer")
+
+
+def _text(value: object) -> str:
+    """4096, 4096.0 and "4096" alike (a CSV column with gaps reads as float)."""
+    number = _number(value)
+    return str(int(number)) if number is not None and number.is_integer() else str(value)
+
+
+def _match_key(d, config: dict) -> tuple:
+    return (*(_text(d.get(c)) for c in _MATCH), json.dumps(config, sort_keys=True))
+
+
+def source_versions(run: str | Path) -> dict[tuple, str]:
+    """The backend version (ours: "<kernel source hash> <nvcc version>") of each of our kernels'
+    measurements, from the run's cache files (results rows do not carry it). Read as plain
+    data; a missing or damaged cache gives fewer versions, never an error."""
+    run = Path(run)
+    folder = run if run.is_dir() else run.parent
+    versions: dict[tuple, str] = {}
+    for cache in [folder / "cache.jsonl", *(d / "cache.jsonl" for d in shards.shard_dirs(folder))]:
+        try:
+            lines = cache.read_text(encoding="utf-8").splitlines() if cache.is_file() else []
+        except (OSError, UnicodeDecodeError):
+            continue
+        for line in lines:
+            try:
+                key = json.loads(line).get("key")
+            except (json.JSONDecodeError, AttributeError):
+                continue
+            ok = isinstance(key, dict) and isinstance(key.get("config"), dict)
+            if ok and TRAINING_BACKENDS.get(key.get("backend"), (None, None))[1] is not None:
+                version = key.get("backend_version")
+                if isinstance(version, str) and version.strip():
+                    versions[_match_key(key, key["config"])] = version
+    return versions
+
+
+def _entry(row, versions: dict[tuple, str]) -> dict:
     backend, family = TRAINING_BACKENDS[row["backend"]]
     config = dict(row["config_dict"])
     if family is not None:
         config["family"] = family
-    version = row.get("backend_version")
-    source_hash = None
-    if family is not None and isinstance(version, str) and version.strip():
-        source_hash = version.split()[0]  # ours: "<source hash> <nvcc version>"
+    version = versions.get(_match_key(row, row["config_dict"]))
+    source_hash = version.split()[0] if version else None  # "<source hash> <nvcc version>"
     perm = row.get("perm")
     return {
         "backend": backend,
@@ -101,15 +138,16 @@ def _entry(row) -> dict:
     }
 
 
-def winners(df: pd.DataFrame) -> list[dict]:
+def winners(df: pd.DataFrame, versions: dict[tuple, str] | None = None) -> list[dict]:
     """One entry per (training backend, pass, shape, pattern, dtype, realisation): the fastest
-    candidate row among that training backend's suite backends."""
+    candidate row among that training backend's suite backends (``versions``: see
+    :func:`source_versions`, for the kernel source hash of each winner)."""
     rows = candidates(df)
     if rows.empty:
         return []
     best = rows.sort_values("median_ms", kind="stable").groupby(_GROUP, sort=True).head(1)
     best = best.sort_values(_GROUP, kind="stable")
-    return [_entry(r) for _, r in best.iterrows()]
+    return [_entry(r, versions or {}) for _, r in best.iterrows()]
 
 
 def _device(df: pd.DataFrame, meta: dict) -> dict:
@@ -151,7 +189,7 @@ def export_tuned(run: str, out: str, force: bool = False) -> tuple[Path, TunedCo
     csv = Path(run) / "results.csv" if Path(run).is_dir() else Path(run)
     if Path(out).resolve() in (csv.resolve(), csv.with_suffix(".json").resolve()):
         raise ca.UsageError(f"--out {out} is the run's own results file; give another file")
-    entries = winners(df)
+    entries = winners(df, source_versions(run))
     if not entries:
         raise _no_rows(run, df)
     doc = {

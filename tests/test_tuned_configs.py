@@ -90,6 +90,11 @@ def _gpu_run(tmp_path: Path) -> Path:
     run = tmp_path / "run"
     meta = {"device_before": {"kind": "cuda", "name": "NVIDIA H200", "capability": "9.0"}}
     store.save(pd.DataFrame(rows), run, meta)
+    key = {**{c: rows[1][c] for c in ("op", "m", "n", "k", "dtype", "pattern", "perm")}}
+    key.update(seed=0, layer="vit_l.fc1", backend="bimask_sparse_sm90", config=SM90_A)
+    key.update({"pass": "fwd", "backend_version": "5eed0123 nvcc 13.0"})
+    lines = ['{"type":"header","schema":2}', json.dumps({"type": "row", "key": key}), "{torn"]
+    (run / "cache.jsonl").write_text("\n".join(lines))
     return run
 
 
@@ -108,6 +113,7 @@ def test_export_then_load_then_lookup_round_trip(tmp_path, capsys):
     assert fwd.suite_backend == "bimask_sparse_sm90" and fwd.median_ms == 0.5  # not the failed
     assert fwd.config == {**SM90_A, "family": "sm90"} and fwd.family == "sm90"
     assert fwd.speedup_vs_dense == pytest.approx(4.0)
+    assert fwd.source_hash == "5eed0123"  # from the run's cache: results rows lack it
     cslt = tuned.lookup("cusparselt", "fwd", 4096, 4096, 1024, "2:4", torch.bfloat16)
     assert cslt.config == {"alg_id": 3, "split_k": 2} and cslt.family is None
     # bwd-data: one winner per realisation, the permutation's realisation recorded
@@ -383,3 +389,18 @@ def test_a_kernels_entry_that_is_not_a_config_of_these_kernels_fails_when_the_la
     unknown = TunedConfigs.from_dict(_doc(entry={"config": {**SM80_A, "family": "sm70"}}), "u.json")
     with pytest.raises(ValueError, match="unknown kernel family 'sm70'"):
         SparseLinear(64, 32, backend="kernels", tuned=unknown)
+
+
+def test_training_notes_a_file_from_another_gpu_once(monkeypatch):
+    from bimask.train.loop import tuned_notes
+
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda d=None: "NVIDIA A100-SXM4-80GB")
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda d=None: (8, 0))
+    tuned = TunedConfigs.from_dict(_doc(), "once.json")
+    cuda = torch.device("cuda")
+    (note,) = tuned_notes(tuned, "kernels", cuda)
+    assert "once.json were tuned on NVIDIA H200" in note and "A100" in note
+    assert tuned_notes(tuned, "kernels", cuda) == []  # reported once
+    assert "no entries for backend cusparselt" in tuned_notes(tuned, "cusparselt", cuda)[0]
+    assert "backend torch reads no tuned configs" in tuned_notes(tuned, "torch", cuda)[0]
+    assert tuned_notes(None, "kernels", cuda) == []
