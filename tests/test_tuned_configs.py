@@ -404,3 +404,20 @@ def test_training_notes_a_file_from_another_gpu_once(monkeypatch):
     assert "no entries for backend cusparselt" in tuned_notes(tuned, "cusparselt", cuda)[0]
     assert "backend torch reads no tuned configs" in tuned_notes(tuned, "torch", cuda)[0]
     assert tuned_notes(None, "kernels", cuda) == []
+
+
+def test_a_run_resumes_with_another_tuned_file(tmp_path, capsys):
+    from bimask.train.__main__ import main
+
+    files = []
+    for name in ("a.json", "b.json"):
+        files.append(tmp_path / name)
+        files[-1].write_text(json.dumps(_doc()))
+    args = ["--dataset", "synthetic", "--model", "mlp", "--epochs", "2", "--train-subset", "64"]
+    args += ["--test-subset", "64", "--batch-size", "64", "--permutation", "identity"]
+    args += ["--out", str(tmp_path / "r")]
+    assert main([*args, "--stop-after", "1", "--tuned-configs", str(files[0])]) == 0
+    assert "note: backend torch reads no tuned configs" in capsys.readouterr().err
+    assert main([*args, "--resume", "--tuned-configs", str(files[1])]) == 0
+    summary = json.loads((tmp_path / "r" / "summary.json").read_text())
+    assert len(summary["history"]) == 2 and summary["config"]["tuned_configs"] == str(files[1])
