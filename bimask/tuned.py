@@ -88,21 +88,12 @@ class TunedEntry:
         return self.config.get("perm_realisation")
 
     def to_dict(self) -> dict:
-        return {
-            "backend": self.backend,
-            "pass": self.pass_,
-            "m": self.m,
-            "n": self.n,
-            "k": self.k,
-            "pattern": self.pattern,
-            "dtype": self.dtype,
-            "config": dict(self.config),
-            "suite_backend": self.suite_backend,
-            "median_ms": self.median_ms,
-            "speedup_vs_dense": self.speedup_vs_dense,
-            "source_hash": self.source_hash,
-            "perm": self.perm,
-        }
+        d = {name: getattr(self, _attr(name)) for name in _ENTRY_FIELDS}
+        return {**d, "config": dict(self.config)}
+
+
+def _attr(field_name: str) -> str:
+    return "pass_" if field_name == "pass" else field_name
 
 
 def _bad(where: str, what: str) -> TunedConfigsError:
@@ -166,21 +157,11 @@ def _entry(raw: object, where: str) -> TunedEntry:
         raise _bad(where, "a kernels entry's config needs its kernel 'family' (e.g. 'sm90')")
     if "perm_realisation" in config and not isinstance(config["perm_realisation"], str):
         raise _bad(where, "'perm_realisation' must be a string")
-    return TunedEntry(
-        raw["backend"],
-        raw["pass"],
-        raw["m"],
-        raw["n"],
-        raw["k"],
-        raw["pattern"],
-        raw["dtype"],
-        dict(config),
-        raw["suite_backend"],
-        float(raw["median_ms"]),
-        None if raw.get("speedup_vs_dense") is None else float(raw["speedup_vs_dense"]),
-        raw.get("source_hash"),
-        raw.get("perm", "-"),
-    )
+    values = {_attr(name): raw[name] for name in _ENTRY_FIELDS if name in raw}
+    values["median_ms"] = float(values["median_ms"])
+    if values.get("speedup_vs_dense") is not None:
+        values["speedup_vs_dense"] = float(values["speedup_vs_dense"])
+    return TunedEntry(**{**values, "config": dict(config)})
 
 
 def _dtype_name(dtype: object) -> str:
