@@ -15,32 +15,19 @@ from bimask import SparseLinear, desparsify, sparsify
 from bimask.models import build_model
 from bimask.train.checkpoint import check_resume_config
 from bimask.tuned import KIND, SCHEMA, TunedConfigs, TunedConfigsError, check_device
+from kernels.registry import VARIANTS
 from suite import store
 from suite.backends import BACKENDS
 from suite.tuned_export import TRAINING_BACKENDS, winners
 
 ROOT = Path(__file__).resolve().parents[1]
-SM80_A = {
-    "BLOCK_K": 32,
-    "BLOCK_M": 64,
-    "BLOCK_N": 64,
-    "SMEM_PAD": 0,
-    "SPLIT_K": 1,
-    "STAGES": 2,
-    "WARPS_M": 1,
-    "WARPS_N": 1,
-}
-SM80_B = {**SM80_A, "STAGES": 3}
-SM90_A = {
-    "BLOCK_K": 64,
-    "BLOCK_M": 256,
-    "BLOCK_N": 128,
-    "INFLIGHT": 0,
-    "SMEM_PAD": 1,
-    "SPLIT_K": 1,
-    "STAGES": 4,
-    "WARPGROUPS": 2,
-}
+# Valid configs of this checkout's kernels, other than the defaults (from the registry, so a new
+# tunable does not break the tests): two sm80 ones and the sm90 default.
+_SM80 = VARIANTS["nm_spmm"]
+SM80_A, SM80_B = sorted(
+    (c.to_dict() for c in _SM80.corners() if c != _SM80.default()), key=json.dumps
+)
+SM90_A = VARIANTS["nm_spmm_sm90"].default().to_dict()
 
 
 def _row(backend, pass_="fwd", n=4096, ms=1.0, config=None, status="ok", **kw):
