@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import time
+from pathlib import Path
 
 import torch
 import torch.distributed as dist
@@ -17,6 +18,7 @@ from bimask.methods import MaskState, get_method
 from bimask.patterns import NMPattern
 from bimask.permutations import PERMUTATIONS, find_permutation
 from bimask.profile import section
+from bimask.tuned import TunedConfigs, load_tuned
 
 
 def unsupported_reason(
@@ -53,9 +55,11 @@ class SparseMixin:
         seed: int = 0,
         backend: str = "torch",
         weight: torch.Tensor | None = None,
+        tuned: TunedConfigs | str | Path | None = None,
     ) -> None:
         """Validate the settings and register the mask buffers for ``weight`` (default
-        ``self.weight``; a mask holder passes the weight it masks)."""
+        ``self.weight``; a mask holder passes the weight it masks). ``tuned``: a sweep's
+        winners (:mod:`bimask.tuned`, or the path of its file) that the backend reads."""
         weight = self._masked_weight() if weight is None else weight
         self.pattern = NMPattern.parse(pattern)
         self.method = method
@@ -80,6 +84,7 @@ class SparseMixin:
         self.conv_order, self.tmask_exact, self.seed = conv_order, tmask_exact, seed
         self.permutation_options = dict(permutation_options or {})
         self.backend = backend
+        self.tuned = load_tuned(tuned)  # read by the backend per GEMM shape; None: defaults
         self._spec = spec
         self.mask_time_s = 0.0  # wall time spent building masks and permutations (accounting)
         self.backward_as_forward = False  # probe switch: use Mf in the backward (srste's dX)

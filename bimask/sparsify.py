@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, replace
+from pathlib import Path
 
 from torch import nn
 from torch.nn.parameter import is_lazy
@@ -26,6 +27,7 @@ from bimask.patterns import NMPattern
 from bimask.roles import Candidate, Selector, find_candidates, matches
 from bimask.roles import dense_roles as find_dense_roles
 from bimask.swap import SPARSE_BUFFERS, make_sparse, own_forward
+from bimask.tuned import TunedConfigs, load_tuned
 
 log = logging.getLogger("bimask")
 OWN_FORWARD = "fwd and dX with W*Mf in the layer's own forward (no backward mask), dW dense"
@@ -110,6 +112,7 @@ def sparsify(
     dense_roles: tuple[str, ...] = ("first_conv", "output"),
     conv_order: str = "nhwc",
     backend: str = "torch",
+    tuned: TunedConfigs | str | Path | None = None,
     **options,
 ) -> list[LayerDecision]:
     """Make every eligible GEMM weight of ``model`` N:M sparse, in place; one decision each.
@@ -120,8 +123,11 @@ def sparsify(
     predicate ``(name, module)``) sparsifies only what it matches, roles aside; ``exclude``
     keeps what it matches dense. Shapes that cannot be grouped stay dense with the reason.
     ``backend`` runs the GEMMs (``bimask.backends``); a kind it lacks runs on ``torch``.
+    ``tuned`` (a :class:`bimask.tuned.TunedConfigs` or the path of its file, read once) gives
+    the backend a sweep's winners per GEMM shape (``python -m suite export-tuned``).
     """
     pattern = NMPattern.parse(pattern)
+    tuned = load_tuned(tuned)  # a bad file fails here, before any layer changes
     if backend not in BACKENDS:
         raise ValueError(f"unknown backend {backend!r}; choose one of {sorted(BACKENDS)}")
     check_materialised(model)
@@ -147,7 +153,7 @@ def sparsify(
         roles = find_dense_roles(model, candidates, dense_roles, output, example_input)
     settings = dict(
         pattern=pattern, method=method, permutation=permutation, perm_every=perm_every,
-        decay=decay, conv_order=conv_order, **options,
+        decay=decay, conv_order=conv_order, tuned=tuned, **options,
     )  # fmt: skip
 
     def rule(named: list[tuple[str, nn.Module]]) -> str | None:

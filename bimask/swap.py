@@ -30,6 +30,7 @@ SPARSE_ATTRS = (
     "seed",
     "permutation_options",
     "backend",
+    "tuned",
     "_spec",
     "mask_time_s",
     "backward_as_forward",

@@ -13,11 +13,19 @@ The kernels take bfloat16 or float16: other inputs are cast to ``compute_dtype``
 (float32 accumulation, float32 results for float32 training). No step waits for the GPU: a
 compressed matrix that is not N:M sets a device flag that ``check_violations()`` reads (see
 ``kernels.violations`` for when that happens automatically).
+
+Tuned configs: ``config_for(pass_, m, n, k, dtype, realisation)`` (built by the backend seam
+from a sweep's winners, see ``bimask.tuned``) gives the (family, Config) of one GEMM shape, or
+None; a winner whose family does not run on this device, or that does not fit its shared
+memory, is passed over for the default. :func:`tuned_kernel_config` turns an entry's config
+dict into a kernel Config (checked against the family's space, cached per config).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import functools
+import json
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 import torch
@@ -38,6 +46,46 @@ def default_family(device: torch.device) -> str:
     """The fastest family this device runs: sm90 (wgmma) on Hopper, else sm80."""
     cc = kdevice.device_info(device).cc
     return "sm90" if VARIANTS[GEMM_FAMILIES["sm90"]["sparse"]].runs_on(cc) is None else "sm80"
+
+
+def tuned_kernel_config(config: Mapping) -> tuple[str, Config]:
+    """(family, kernel Config) of a tuned-configs entry's config: its ``family`` and the
+    kernel's tunables (the suite-only ``perm_realisation`` dropped, as the suite's kernel
+    backends do). ValueError when it is not a valid config of that family's sparse kernel (a
+    file tuned with other kernel sources, say). Cached per config."""
+    return _tuned_kernel_config(json.dumps(dict(config), sort_keys=True))
+
+
+@functools.cache
+def _tuned_kernel_config(key: str) -> tuple[str, Config]:
+    params = json.loads(key)
+    family = params.pop("family", None)
+    params.pop("perm_realisation", None)
+    if family not in GEMM_FAMILIES:
+        raise ValueError(f"unknown kernel family {family!r}; these exist: {sorted(GEMM_FAMILIES)}")
+    variant = VARIANTS[GEMM_FAMILIES[family]["sparse"]]
+    space = variant.space()
+    if set(params) != set(space.tunables):
+        missing = sorted(set(space.tunables) - set(params))
+        unknown = sorted(set(params) - set(space.tunables))
+        raise ValueError(
+            f"{variant.name} config {params}: tunables missing {missing}, unknown {unknown}"
+        )
+    if bad := {n: v for n, v in params.items() if v not in space.tunables[n]}:
+        raise ValueError(f"{variant.name} config {params}: values {bad} are not in its space")
+    if not space.allows(params):
+        raise ValueError(f"{variant.name} config {params} breaks one of its restrictions")
+    return family, Config.of(params)
+
+
+@functools.cache
+def _runs_here(family: str, config: Config, device: torch.device) -> bool:
+    """Whether ``family`` runs on ``device`` and ``config`` fits its shared memory."""
+    info = kdevice.device_info(device)
+    variant = VARIANTS[GEMM_FAMILIES[family]["sparse"]]
+    return variant.runs_on(info.cc) is None and variant.space(info.smem_optin).allows(
+        config.to_dict()
+    )
 
 
 def _out(t: torch.Tensor) -> torch.dtype | None:
@@ -61,6 +109,9 @@ class KernelLinearOps:
     family: str | None = None  # None: default_family of the weight's device
     config: Config | None = None  # None: the family's registered default
     compute_dtype: torch.dtype = torch.bfloat16
+    # (pass_, m, n, k, dtype, realisation) -> (family, Config) | None: a sweep's winner for
+    # this GEMM shape; used unless ``config`` is given (None: no winners, the defaults)
+    config_for: Callable[..., tuple[str, Config] | None] | None = None
 
     def __post_init__(self) -> None:
         try:
@@ -91,6 +142,18 @@ class KernelLinearOps:
         config = self.config or VARIANTS[GEMM_FAMILIES[family]["sparse"]].default()
         return family, config
 
+    def _choose(self, t, pass_: str, shape: tuple[int, int, int], realisation=None):
+        """(family, Config) for one GEMM: the tuned winner of this shape where there is one
+        that runs here (and agrees with a given ``family``), else :meth:`_setup`'s default."""
+        family, config = self._setup(t)
+        if self.config_for is None or self.config is not None:
+            return family, config
+        dtype = str(t.dtype if t.dtype in HALF else self.compute_dtype).removeprefix("torch.")
+        tuned = self.config_for(pass_, *shape, dtype, realisation)
+        if tuned is None or (self.family is not None and tuned[0] != self.family):
+            return family, config
+        return tuned if _runs_here(tuned[0], tuned[1], t.device) else (family, config)
+
     def _half(self, t: torch.Tensor) -> torch.Tensor:
         return t if t.dtype in HALF else t.to(self.compute_dtype)
 
@@ -104,8 +167,9 @@ class KernelLinearOps:
     def forward(self, x, weight, bias):
         if not self.sparse_forward():
             return F.linear(x, weight, bias)
-        family, config = self._setup(weight)
         x2d = self._half(x.reshape(-1, x.shape[-1]))
+        out, inp = weight.shape
+        family, config = self._choose(x2d, "fwd", (out, x2d.shape[0], inp))
         comp = self._compress(self._half(weight).contiguous(), "the forward's W*Mf")
         y = nm_gemm(
             comp, x2d.contiguous(), config, transpose_out=True, family=family, out_dtype=_out(x)
@@ -116,8 +180,11 @@ class KernelLinearOps:
     def input_grad(self, dy, weight, x_shape):
         if not self.sparse_backward():
             return dy @ weight
-        family, config = self._setup(weight)
         perm = self.perm()
+        tokens = dy.numel() // dy.shape[-1]
+        realisation = "physical" if perm is None else "in_kernel"  # the suite's names
+        shape = (weight.shape[1], tokens, weight.shape[0])  # m=in, n=tokens, k=out
+        family, config = self._choose(dy, "bwd-data", shape, realisation)
         a = self._half(weight).t()  # (in x out): K = out
         if perm is not None:
             a = a.index_select(1, perm)  # N:M groups consecutive along K
@@ -136,4 +203,4 @@ class KernelLinearOps:
         return dy.reshape(-1, dy.shape[-1]).sum(0)
 
 
-__all__ = ["KernelLinearOps", "check_violations", "default_family"]
+__all__ = ["KernelLinearOps", "check_violations", "default_family", "tuned_kernel_config"]

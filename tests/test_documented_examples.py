@@ -119,6 +119,8 @@ def plan(cmd: str) -> tuple[str | None, list[str], str | None]:
         why = why or "trains a grid of models (minutes)"
     if module == "bimask.train" and "synthetic" not in argv:
         why = why or "trains on Fashion-MNIST for several epochs"
+    if module == "suite" and argv[:1] == ["export-tuned"]:
+        why = why or "needs a GPU run (tests/test_tuned_configs.py exports a fabricated one)"
     if module == "suite" and argv[:1] == ["bench"]:
         why = why or "a sweep (tests/test_suite_runs.py runs the bench CLI on a tiny shapes file)"
     why = why or next((reason for part, reason in SLOW.items() if part in cmd), None)

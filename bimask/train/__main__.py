@@ -3,6 +3,7 @@
 Examples:
   python -m bimask.train --model cnn --method bimask --pattern 2:4 --epochs 10 --out runs/cnn24
   python -m bimask.train --dataset synthetic --model mlp --method bimask --epochs 1 --out /tmp/r
+  python -m bimask.train --backend kernels --tuned-configs tuned.json --model mlp --out runs/t
   torchrun --nproc_per_node=2 -m bimask.train --dataset synthetic --model mlp --out /tmp/ddp
 """
 
@@ -62,6 +63,12 @@ def parser() -> argparse.ArgumentParser:
         default=d.backend,
         help="GEMMs of the sparse layers: torch, or kernels (this project's sparse kernels, "
         "CUDA, Linear layers)",
+    )
+    p.add_argument(
+        "--tuned-configs",
+        metavar="FILE",
+        help="a sweep's winners for the backend's GEMMs (python -m suite export-tuned RUN --out "
+        "FILE); read and checked before the run starts",
     )
     p.add_argument("--out", default=d.out)
     p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")

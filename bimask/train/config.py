@@ -66,6 +66,7 @@ class TrainConfig:
     stop_after: int | None = None  # stop after this many epochs of this invocation (preemption)
     conv_order: str = "nhwc"
     backend: str = "torch"  # bimask.backends: torch, or kernels (this project's sparse GEMMs)
+    tuned_configs: str | None = None  # a sweep's winners (python -m suite export-tuned)
 
     def __post_init__(self) -> None:
         """Reject bad values here, so the CLI and the Python API fail alike (UsageError)."""
@@ -79,6 +80,10 @@ class TrainConfig:
             if (value := getattr(self, name)) is not None:
                 ca.one_of(value, names, f"--{_opt(name)}")
         ca.check(self.pattern, ca.pattern, "--pattern")
+        if self.tuned_configs is not None and not (
+            isinstance(self.tuned_configs, str) and self.tuned_configs.strip()
+        ):
+            raise ca.UsageError(f"--tuned-configs: must be a file name, got {self.tuned_configs!r}")
         ca.check(self.device, ca.device, "--device")
         if self.warmup_epochs > self.epochs:
             raise ca.UsageError(

@@ -29,6 +29,8 @@ from bimask.train.checkpoint import (
 )
 from bimask.train.config import TrainConfig
 from bimask.train.distributed import DistInfo, all_reduce_sum, init_distributed, shutdown
+from bimask.tuned import BACKENDS as TUNED_BACKENDS
+from bimask.tuned import TunedConfigs, check_device, load_tuned
 
 _OPT_DEFAULTS = {"sgd": (0.1, 5e-4), "adamw": (1e-3, 0.05)}
 
@@ -48,7 +50,11 @@ def resolve_device(name: str) -> torch.device:
     return device
 
 
-def build_sparse_model(cfg: TrainConfig) -> tuple[nn.Module, list]:
+def build_sparse_model(
+    cfg: TrainConfig, tuned: TunedConfigs | None = None
+) -> tuple[nn.Module, list]:
+    """The model of ``cfg``, sparsified; ``tuned``: its tuned configs, already loaded (None:
+    read ``cfg.tuned_configs``, if set)."""
     torch.manual_seed(cfg.seed)  # identical initial weights on every rank
     model = build_model(cfg.model)
     if cfg.method == "dense":
@@ -65,11 +71,31 @@ def build_sparse_model(cfg: TrainConfig) -> tuple[nn.Module, list]:
         backend=cfg.backend,
         permutation_options=options,
         seed=cfg.seed,
+        tuned=tuned if tuned is not None else cfg.tuned_configs,
     )
     if not any(d.sparse for d in decisions):
         reasons = "; ".join(f"{d.name}: {d.reason}" for d in decisions)
         raise ValueError(f"pattern {cfg.pattern} fits no layer of model {cfg.model} ({reasons})")
     return model, decisions
+
+
+def tuned_notes(tuned: TunedConfigs | None, backend: str, device: torch.device) -> list[str]:
+    """What a run should be told about its tuned configs (never an error): a backend that
+    reads none, a file with no entries for this backend, a file tuned on another device."""
+    if tuned is None:
+        return []
+    if backend not in TUNED_BACKENDS:
+        return [
+            f"backend {backend} reads no tuned configs; --tuned-configs {tuned.where} is unused"
+        ]
+    if backend not in tuned.backends():
+        have = ", ".join(sorted(tuned.backends()))
+        return [
+            f"--tuned-configs {tuned.where} has no entries for backend {backend} (it has {have}); "
+            "this run uses the backend's default configs"
+        ]
+    note = check_device(tuned, device)
+    return [note] if note else []
 
 
 def _optimizer(cfg: TrainConfig, model: nn.Module, steps: int):
@@ -130,14 +156,20 @@ def train(cfg: TrainConfig) -> dict:
         raise ValueError(
             f"--backend kernels runs the sparse kernels on a GPU; this run is on {device}"
         )
+    tuned = load_tuned(cfg.tuned_configs)  # checked before anything runs or is written
     info = init_distributed(device)
+    if info.is_main:
+        for note in tuned_notes(tuned, cfg.backend, device):
+            print(f"note: {note}", file=sys.stderr)
     try:
-        return fit(cfg, device, info)[0]
+        return fit(cfg, device, info, tuned)[0]
     finally:
         shutdown(info)
 
 
-def fit(cfg: TrainConfig, device: torch.device, info: DistInfo) -> tuple[dict, nn.Module]:
+def fit(
+    cfg: TrainConfig, device: torch.device, info: DistInfo, tuned: TunedConfigs | None = None
+) -> tuple[dict, nn.Module]:
     """Train inside an initialised process group (or none); returns (summary, model)."""
     out = Path(cfg.out)
     ckpt_path = out / "checkpoint.pt"
@@ -153,7 +185,7 @@ def fit(cfg: TrainConfig, device: torch.device, info: DistInfo) -> tuple[dict, n
     train_loader = DataLoader(train_set, cfg.batch_size, sampler=sampler, drop_last=True)
     test_sampler = DistributedSampler(test_set, info.world_size, info.rank, shuffle=False)
     test_loader = DataLoader(test_set, 512, sampler=test_sampler)
-    model, decisions = build_sparse_model(cfg)
+    model, decisions = build_sparse_model(cfg, tuned)
     model.to(device)
     net = DistributedDataParallel(model) if info.enabled else model
     opt, sched = _optimizer(cfg, model, cfg.epochs * len(train_loader))
