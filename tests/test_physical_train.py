@@ -95,3 +95,31 @@ def test_compare_refuses_physical_on_a_model_without_pairs_before_training(tmp_p
     err = capsys.readouterr().err
     assert "bimask-physical" in err and "fits no sparse layer" in err
     assert not (tmp_path / "w").exists() and not (tmp_path / "acc").exists()
+
+
+def test_compare_runs_bimask_physical_as_its_own_method_row(tmp_path, monkeypatch):
+    """The grid trains bimask-physical as bimask with perm_realisation="physical" and reports
+    it beside bimask, with the measured difference (train replaced: the grid's wiring only)."""
+    from bimask import compare
+
+    seen = []
+
+    def fake_train(cfg):
+        seen.append((cfg.method, cfg.perm_realisation))
+        top1 = {"gather": 0.9, "physical": 0.8}[cfg.perm_realisation] + 0.01 * cfg.seed
+        return {
+            **{k: getattr(cfg, k, None) for k in compare.COLUMNS if hasattr(cfg, k)},
+            "final_test_top1": top1, "best_test_top1": top1, "mask_overhead_frac": 0.1,
+            "bwd_kept_frac": 0.8, "grad_gap": 0.1, "train_time_s": 1.0, "device": "cpu",
+            "history": [{"epoch": 1, "train_loss": 1.0, "test_top1": top1}],
+        }  # fmt: skip
+
+    monkeypatch.setattr(compare, "train", fake_train)
+    argv = ["--dataset", "synthetic", "--model", "mlp", "--methods", "bimask", "bimask-physical"]
+    argv += ["--patterns", "2:4", "--seeds", "2", "--epochs", "1", "--run", "t"]
+    argv += ["--out", str(tmp_path / "acc"), "--work-dir", str(tmp_path / "w")]
+    assert compare.main(argv) == 0
+    assert ("bimask", "physical") in seen and ("bimask", "gather") in seen
+    report = (tmp_path / "acc" / "t.md").read_text()
+    assert "| 2:4       | bimask-physical |" in report
+    assert "realised physically vs gathered at 2:4: -10.00 points" in report

@@ -4,7 +4,7 @@ Examples:
   python -m bimask.train --model cnn --method bimask --pattern 2:4 --epochs 10 --out runs/cnn24
   python -m bimask.train --dataset synthetic --model mlp --method bimask --epochs 1 --out /tmp/r
   torchrun --nproc_per_node=2 -m bimask.train --dataset synthetic --model mlp --out /tmp/ddp
-  python -m bimask.train --dataset synthetic --model mlp --perm-realisation physical --out /tmp/p
+  python -m bimask.train --dataset synthetic --model mlp --perm-realisation physical --epochs 1
 """
 
 from __future__ import annotations
