@@ -123,3 +123,43 @@ def test_compare_runs_bimask_physical_as_its_own_method_row(tmp_path, monkeypatc
     report = (tmp_path / "acc" / "t.md").read_text()
     assert "| 2:4       | bimask-physical |" in report
     assert "realised physically vs gathered at 2:4: -10.00 points" in report
+
+
+@pytest.mark.slow
+def test_ddp_ranks_reorder_alike(tmp_path):
+    """Under DDP (gloo, two CPU processes) the physical reorder keeps the ranks identical."""
+    import os
+    import shutil
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    torchrun = shutil.which("torchrun") or str(Path(sys.executable).with_name("torchrun"))
+    env = dict(os.environ, PYTHONPATH=str(root), OMP_NUM_THREADS="1")
+    worker = [str(root / "tests/ddp_worker.py"), str(tmp_path), "physical"]
+    proc = subprocess.run(
+        [torchrun, "--nproc_per_node=2", "--master_port=29531", *worker],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    r0, r1 = (torch.load(tmp_path / f"rank{r}.pt") for r in (0, 1))
+    for k in r0:  # weights, masks, step counters; pi realised away on both
+        assert torch.equal(r0[k], r1[k]), k
+    assert torch.equal(r0["1.perm"], torch.arange(256)) and torch.equal(r0["3.perm"], r1["3.perm"])
+
+
+def test_a_checkpoint_from_before_the_option_resumes_as_gather(tmp_path):
+    cfg = {**BASE, "perm_realisation": "gather", "train_subset": 64, "epochs": 2}
+    out = tmp_path / "old"
+    train(TrainConfig(**cfg, out=str(out), stop_after=1))
+    state = torch.load(out / "checkpoint.pt", weights_only=True)
+    del state["config"]["perm_realisation"]  # as an older version wrote it
+    torch.save(state, out / "checkpoint.pt")
+    resumed = train(TrainConfig(**cfg, out=str(out), resume=True))
+    assert len(resumed["history"]) == 2
+    with pytest.raises(ValueError, match="perm_realisation: checkpoint 'gather', now 'physical'"):
+        train(TrainConfig(**{**cfg, "perm_realisation": "physical"}, out=str(out), resume=True))
