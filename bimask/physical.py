@@ -123,8 +123,8 @@ def find_pairs(model: nn.Module) -> tuple[dict[str, Pair], dict[str, str]]:
         if isinstance(module, nn.Linear) and name not in pairs and name not in reasons:
             parent = modules[name.rpartition(".")[0]] if "." in name else model
             reasons[name] = (
-                f"it is called from {type(parent).__name__}.forward, which declares no "
-                "linear_consumers: what consumes its output is not known"
+                f"it is called from {type(parent).__name__}.forward, whose linear_consumers "
+                "do not name it: what consumes its output is not known"
             )
     return pairs, reasons
 

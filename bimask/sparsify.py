@@ -252,12 +252,11 @@ def _realisations(model, plan, wanted: str, perm_every: int) -> dict[str, tuple[
             why = reasons.get(d.name, NOT_LINEAR)
             out[d.name] = ("gather", f"; pi gathered, not physical: {why}")
             why_not.setdefault(why, []).append(d.name)
-    if not any(r == "physical" for r, _ in out.values()):
+    if out and not any(r == "physical" for r, _ in out.values()):  # (none new: a no-op call)
         why = "; ".join(f"{', '.join(names)}: {w}" for w, names in why_not.items())
         raise ValueError(
             "perm_realisation='physical' fits no sparse layer of this model (it needs a sparse "
-            f"Linear -> elementwise -> Linear): {why or 'no sparse layer'}; "
-            "use 'gather'"
+            f"Linear -> elementwise -> Linear): {why}; use 'gather'"
         )
     return out
 

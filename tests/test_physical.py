@@ -269,6 +269,9 @@ def test_sparsify_makes_physical_only_the_layers_whose_consumer_is_known():
     mlp = build_model("mlp")
     sparsify(mlp, perm_realisation="physical")
     assert [m.perm_realisation for m in mlp if isinstance(m, SparseLinear)] == ["physical"] * 2
+    assert all(
+        d.sparse == ("already" in d.reason) for d in sparsify(mlp, perm_realisation="physical")
+    )
     with pytest.raises(ValueError, match="fits no sparse layer.*not a Linear"):
         sparsify(build_model("cnn"), perm_realisation="physical")
     with pytest.raises(ValueError, match="method 'tmask' has none"):
