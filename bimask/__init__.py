@@ -7,6 +7,7 @@ from bimask.masks import nm_mask
 from bimask.methods import METHODS
 from bimask.patterns import NMPattern
 from bimask.permutations import PERMUTATIONS, find_permutation
+from bimask.physical import PhysicalPermutations, realise_permutations
 from bimask.sparsify import LayerDecision, sparsify
 from bimask.transposable import transposable_mask
 
@@ -14,6 +15,7 @@ __all__ = [
     "METHODS",
     "NMPattern",
     "PERMUTATIONS",
+    "PhysicalPermutations",
     "SparseConv2d",
     "SparseLinear",
     "LayerDecision",
@@ -22,6 +24,7 @@ __all__ = [
     "find_permutation",
     "nm_mask",
     "permutation_score",
+    "realise_permutations",
     "sparsify",
     "transposable_mask",
 ]

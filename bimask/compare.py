@@ -3,6 +3,13 @@
 Examples:
   python -m bimask.compare --quick                 # CPU-sized profile (< 20 min on 2 cores)
   python -m bimask.compare --model cnn --epochs 30 --seeds 3 --out results/accuracy
+  python -m bimask.compare --quick --model mlp --methods bimask bimask-physical --patterns 2:4
+
+Method bimask-physical is bimask with perm_realisation="physical": every perm_every steps a
+Linear's rows and its consumer's input columns (Linear -> elementwise -> Linear) are reordered
+by pi, so the backward needs no gather; the consumer's forward N:M groups, and so its masks,
+change, which makes it a different method: this study measures what it costs. It needs such
+pairs (models mlp and vit; not cnn).
 
 Writes OUT/<run>.csv (one row per training run), OUT/<run>_curves.csv, OUT/<run>.md (the
 report) and OUT/<run>.png; --report-only rebuilds <run>.md and <run>.png beside the CSV (or in
@@ -32,10 +39,12 @@ from bimask.outputs import (
 )
 from bimask.permutations import PERMUTATIONS
 from bimask.train.config import DATASETS, TrainConfig
-from bimask.train.loop import train
+from bimask.train.loop import build_sparse_model, train
 
 PATTERNS = ["2:4", "1:4", "2:8", "4:8", "1:16"]
 METHODS = ["srste", "tmask", "bimask"]
+# method rows that are a training method with other options (not in the default set)
+VARIANTS = {"bimask-physical": dict(method="bimask", perm_realisation="physical")}
 PROFILES = {  # quick: sized for a 2-core CPU; full: for GPU hosts
     "quick": dict(epochs=2, train_subset=3000, test_subset=2000, batch_size=128),
     "full": dict(epochs=30, train_subset=None, test_subset=None, batch_size=128),
@@ -74,7 +83,7 @@ def run_grid(args, out: Path) -> pd.DataFrame:
                 model=args.model,
                 dataset=args.dataset,
                 data_dir=args.data_dir,
-                method=method,
+                **VARIANTS.get(method, {"method": method}),
                 pattern="2:4" if pattern == "-" else pattern,
                 permutation=args.permutation,
                 seed=seed,
@@ -86,11 +95,19 @@ def run_grid(args, out: Path) -> pd.DataFrame:
         for seed in range(args.seeds)
         for method, pattern in jobs
     ]
+    checked = set()
+    for _, method, pattern, cfg in grid:  # e.g. physical on a model without Linear ->
+        if method in VARIANTS and (method, pattern) not in checked:  # elementwise -> Linear
+            checked.add((method, pattern))
+            try:
+                build_sparse_model(cfg)
+            except ValueError as err:
+                raise ValueError(f"--methods {method} at {pattern}: {err}") from None
     rows, curves = [], []
     for seed, method, pattern, cfg in grid:
         t0 = time.perf_counter()
         s = train(cfg)
-        s["pattern"] = pattern
+        s["pattern"], s["method"] = pattern, method
         rows.append({k: s.get(k) for k in COLUMNS})
         curves += [{"method": method, "pattern": pattern, "seed": seed, **h} for h in s["history"]]
         print(
@@ -144,6 +161,14 @@ def findings(table: pd.DataFrame) -> list[str]:
             lines.append(
                 f"Bi-Mask vs transposable at {pattern}: {diff:+.2f} points +/- "
                 f"{spread:.2f} - {verdict}{noise}."
+            )
+        if {"bimask", "bimask-physical"} <= set(sub.index):  # not a claim: a measured cost
+            diff = (sub.top1_mean["bimask-physical"] - sub.top1_mean["bimask"]) * 100
+            spread = _spread(sub.top1_std["bimask-physical"], sub.top1_std["bimask"])
+            noise = " (within the seed spread)" if abs(diff) < spread else ""
+            lines.append(
+                f"Bi-Mask with the permutation realised physically vs gathered at {pattern}: "
+                f"{diff:+.2f} points +/- {spread:.2f}{noise} (the consumers' masks change)."
             )
     return lines
 
@@ -237,8 +262,15 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--model", default="cnn", choices=sorted(MODELS))
     p.add_argument("--dataset", default="fashion-mnist", choices=DATASETS)
     p.add_argument("--data-dir")
-    sparse_methods = sorted(m for m in ALL_METHODS if m != "dense")  # dense always runs
-    p.add_argument("--methods", nargs="+", default=METHODS, choices=sparse_methods)
+    sparse_methods = sorted(m for m in ALL_METHODS if m != "dense") + sorted(VARIANTS)
+    p.add_argument(
+        "--methods",
+        nargs="+",
+        default=METHODS,
+        choices=sparse_methods,
+        help="bimask-physical: bimask with perm_realisation=physical, a different method "
+        "(see below); not in the default set",
+    )
     p.add_argument("--patterns", nargs="+", default=PATTERNS, type=ca.pattern)
     p.add_argument("--permutation", default="greedy", choices=sorted(PERMUTATIONS))
     p.add_argument("--seeds", type=ca.positive_int, default=3)

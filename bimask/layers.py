@@ -18,6 +18,7 @@ from bimask.methods import MaskState, get_method
 from bimask.patterns import NMPattern
 from bimask.permutations import PERMUTATIONS, find_permutation
 from bimask.profile import section
+from bimask.realisation import check_realisation
 from bimask.tuned import TunedConfigs, load_tuned
 
 
@@ -56,6 +57,7 @@ class SparseMixin:
         backend: str = "torch",
         weight: torch.Tensor | None = None,
         tuned: TunedConfigs | str | Path | None = None,
+        perm_realisation: str = "gather",
     ) -> None:
         """Validate the settings and register the mask buffers for ``weight`` (default
         ``self.weight``; a mask holder passes the weight it masks). ``tuned``: a sweep's
@@ -74,6 +76,7 @@ class SparseMixin:
         if not (isinstance(decay, (int, float)) and math.isfinite(decay) and decay >= 0):
             raise ValueError(f"decay must be a finite number >= 0, got {decay!r}")
         check_conv_order(conv_order)
+        check_realisation(self, perm_realisation, spec.uses_permutation, method)
         reason = unsupported_reason(tuple(weight.shape), self.pattern, method, conv_order)
         if reason:
             raise ValueError(
@@ -86,6 +89,12 @@ class SparseMixin:
         self.backend = backend
         self.tuned = load_tuned(tuned)  # read by the backend per GEMM shape; None: defaults
         self._spec = spec
+        # how pi is realised (bimask.realisation); perm_is_identity: a host-side bool backends
+        # read to skip the gather (True: backward groups are consecutive rows, no tensor read)
+        self.perm_realisation = perm_realisation
+        self.perm_is_identity = not spec.uses_permutation or (
+            perm_realisation == "physical" or permutation == "identity"
+        )
         self.mask_time_s = 0.0  # wall time spent building masks and permutations (accounting)
         self.backward_as_forward = False  # probe switch: use Mf in the backward (srste's dX)
         device = weight.device
@@ -118,14 +127,15 @@ class SparseMixin:
         if dist.is_available() and dist.is_initialized():
             dist.broadcast(perm, src=0)  # pi must be identical on every rank
         self.perm.copy_(perm)
+        self.perm_is_identity = self.permutation == "identity"  # until a physical reorder
 
     @torch.no_grad()
     def compute_masks(self, refresh: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
         """Forward and backward masks (weight-shaped, bool) for the current weights."""
         weight = self._masked_weight()
         w2d = to_gemm(weight.detach(), self.conv_order)
-        if refresh and self._spec.uses_permutation:
-            self._refresh_permutation(w2d)
+        if refresh and self._spec.uses_permutation and self.perm_realisation == "gather":
+            self._refresh_permutation(w2d)  # physical: bimask.physical searches and reorders
         cached = None
         if bool(self.masks_ready):  # a copy: the result is written back into mask_forward
             cached = to_gemm(self.mask_forward, self.conv_order).clone()
@@ -168,11 +178,17 @@ class SparseMixin:
         return (
             f"pattern={self.pattern}, method={self.method}, permutation={self.permutation}, "
             f"perm_every={self.perm_every}, decay={self.decay}"
+            + (", perm_realisation=physical" if self.perm_realisation == "physical" else "")
         )
 
 
 class SparseLinear(SparseMixin, nn.Linear):
-    """``nn.Linear`` trained with an N:M mask method (``method`` in ``bimask.METHODS``)."""
+    """``nn.Linear`` trained with an N:M mask method (``method`` in ``bimask.METHODS``).
+
+    ``perm_realisation="physical"`` (bimask only; default ``"gather"``, the paper's) makes the
+    Bi-Mask permutation a physical reordering of this layer's rows and its consumer's input
+    columns, done by :class:`bimask.physical.PhysicalPermutations` between optimizer steps: a
+    different method (the consumer's masks change), see :mod:`bimask.realisation`."""
 
     _dense_class = nn.Linear
 

@@ -23,7 +23,10 @@ from bimask.attention import (
 )
 from bimask.backends import BACKENDS
 from bimask.layers import SparseMixin, unsupported_reason
+from bimask.methods import get_method
 from bimask.patterns import NMPattern
+from bimask.physical import find_pairs
+from bimask.realisation import PERM_REALISATIONS
 from bimask.roles import Candidate, Selector, find_candidates, matches
 from bimask.roles import dense_roles as find_dense_roles
 from bimask.swap import SPARSE_BUFFERS, make_sparse, own_forward
@@ -113,6 +116,7 @@ def sparsify(
     conv_order: str = "nhwc",
     backend: str = "torch",
     tuned: TunedConfigs | str | Path | None = None,
+    perm_realisation: str = "gather",
     **options,
 ) -> list[LayerDecision]:
     """Make every eligible GEMM weight of ``model`` N:M sparse, in place; one decision each.
@@ -125,11 +129,27 @@ def sparsify(
     ``backend`` runs the GEMMs (``bimask.backends``); a kind it lacks runs on ``torch``.
     ``tuned`` (a :class:`bimask.tuned.TunedConfigs` or the path of its file, read once) gives
     the backend a sweep's winners per GEMM shape (``python -m suite export-tuned``).
+    ``perm_realisation="physical"`` (bimask only; a different method, see
+    :mod:`bimask.physical`) reorders every sparse Linear whose consumer is known (Linear ->
+    elementwise -> Linear) with that consumer every ``perm_every`` steps; the other layers
+    gather (``"gather"``, the default and the paper's), each decision says which and why, and a
+    model where no layer qualifies is an error. The training loop must then call
+    :class:`bimask.physical.PhysicalPermutations` between optimizer steps.
     """
     pattern = NMPattern.parse(pattern)
     tuned = load_tuned(tuned)  # a bad file fails here, before any layer changes
     if backend not in BACKENDS:
         raise ValueError(f"unknown backend {backend!r}; choose one of {sorted(BACKENDS)}")
+    if perm_realisation not in PERM_REALISATIONS:
+        raise ValueError(
+            f"unknown perm_realisation {perm_realisation!r}; "
+            f"choose one of {sorted(PERM_REALISATIONS)}"
+        )
+    if perm_realisation == "physical" and not get_method(method).uses_permutation:
+        raise ValueError(
+            f"perm_realisation='physical' reorders rows by the Bi-Mask permutation; method "
+            f"{method!r} has none: use method='bimask' or perm_realisation='gather'"
+        )
     check_materialised(model)
     modules = dict(model.named_modules())
     asked = (set(keep_dense) if keep_dense is not None else set()) | ({output} - {None})
@@ -200,7 +220,8 @@ def sparsify(
             plan[i] = (replace(d, reason=why), c, attr)
 
     done = {id(getattr(c.module, attr)) for _, c, attr in plan}
-    decisions = _apply(model, plan, settings, backend, owner)
+    realise = _realisations(model, plan, perm_realisation, perm_every)
+    decisions = _apply(model, plan, settings, backend, owner, realise)
     for full, p in model.named_parameters(remove_duplicate=False):
         if p.dim() >= 2 and full not in {d.weight for d in decisions}:
             why = "not the weight of a known GEMM layer; left as it is"
@@ -213,7 +234,40 @@ def sparsify(
     return decisions
 
 
-def _apply(model, plan, settings, backend, owner) -> list[LayerDecision]:
+NOT_LINEAR = "not a Linear: physical needs Linear -> elementwise -> Linear"
+
+
+def _realisations(model, plan, wanted: str, perm_every: int) -> dict[str, tuple[str, str]]:
+    """Sparse layer name -> (perm_realisation, note for its decision). ``physical`` goes to
+    the Linears whose consumer is known; a ValueError (before any change) when none is."""
+    if wanted == "gather":
+        return {}
+    pairs, reasons = find_pairs(model)
+    out, why_not = {}, {}  # reason -> layers
+    for d, c, _ in plan:
+        if not d.sparse or d.reason:
+            continue
+        if c.kind == "linear" and d.name in pairs:
+            consumer = pairs[d.name].consumer
+            note = (
+                f"; pi physical: rows reordered with {consumer}'s input columns every "
+                f"{perm_every} steps (that layer's masks change: a different method)"
+            )
+            out[d.name] = ("physical", note)
+        else:
+            why = reasons.get(d.name, NOT_LINEAR)
+            out[d.name] = ("gather", f"; pi gathered, not physical: {why}")
+            why_not.setdefault(why, []).append(d.name)
+    if out and not any(r == "physical" for r, _ in out.values()):  # (none new: a no-op call)
+        why = "; ".join(f"{', '.join(names)}: {w}" for w, names in why_not.items())
+        raise ValueError(
+            "perm_realisation='physical' fits no sparse layer of this model (it needs a sparse "
+            f"Linear -> elementwise -> Linear): {why}; use 'gather'"
+        )
+    return out
+
+
+def _apply(model, plan, settings, backend, owner, realise) -> list[LayerDecision]:
     """Make the planned layers sparse and fill in where each decision's GEMMs run."""
     modules = dict(model.named_modules())
     by_attention: dict[str, list[str]] = {}
@@ -241,7 +295,11 @@ def _apply(model, plan, settings, backend, owner) -> list[LayerDecision]:
             note = f"; run by {c.parent} through F.multi_head_attention_forward, rerouted" + note
         else:
             transposed = c.kind == "transposed_linear"
-            make_sparse(c.module, transposed, backend=layer_backend, **settings)
+            how, why = realise.get(d.name, ("gather", ""))
+            note += why
+            make_sparse(
+                c.module, transposed, backend=layer_backend, perm_realisation=how, **settings
+            )
         tied = owner[id(c.module.weight)]
         if tied != d.name and tied in layers:  # a tied weight gets one mask: share the owner's
             for b in SPARSE_BUFFERS:

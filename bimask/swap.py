@@ -34,6 +34,8 @@ SPARSE_ATTRS = (
     "_spec",
     "mask_time_s",
     "backward_as_forward",
+    "perm_realisation",
+    "perm_is_identity",
 )
 _CLASSES: dict[type, type] = {}
 

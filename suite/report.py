@@ -223,7 +223,13 @@ def write_report(df: pd.DataFrame, meta: dict, out_dir: str | Path, perm_every: 
         "",
         f"Permutation search amortised over perm_every={perm_every} steps. The step time's "
         "interval sums its parts' noise intervals; the speed-up's holds the parts a method "
-        "shares with the dense step at their median.",
+        "shares with the dense step at their median. `bimask` is the paper's method: its "
+        "bwd-data GEMM gathers dY into pi order (in the kernel or as a separate op). "
+        "`bimask-physical` (where a backend timed it) takes dY already in pi order, as when W's "
+        "rows and the next layer's input columns are reordered every perm_every steps: that "
+        "reorder (and the optimizer state's) is not measured here and priced at zero, and it "
+        "changes the next layer's masks, so it is a different method whose accuracy "
+        "`python -m bimask.compare --methods bimask bimask-physical` measures.",
         "",
         *table_lines(step_display(step)),
         "## Per-step compression",

@@ -5,9 +5,17 @@ method's mask allows it and a sparse backend ran correctly, else the dense one, 
   dense:  dense fwd + dense bwd-data + dense bwd-weight
   srste:  sparse fwd + dense bwd-data (Mf is not N:M along out) + dense bwd-weight + nm_mask
           + compress(W*Mf)
-  bimask: sparse fwd + sparse bwd-data (best permutation strategy) + dense bwd-weight
+  bimask: sparse fwd + sparse bwd-data (best permutation strategy, pi *gathered*: in the
+          kernel or as a separate op, the paper's method) + dense bwd-weight
           + nm_mask + backward_mask + permutation search / perm_every
           + compress(W*Mf) + compress((W*Mb)^T)
+  bimask-physical (only where a backend timed the ``physical`` realisation): bimask's parts with
+          the bwd-data GEMM at its best over every realisation, physical included (dY already
+          in pi order). The physical realisation reorders W's rows, the next layer's input
+          columns and their optimizer state every perm_every steps: that reorder is NOT
+          measured here (priced at zero, and the row says so), and it changes the next
+          layer's forward N:M groups and so its masks: a different method, whose accuracy
+          ``python -m bimask.compare --methods bimask bimask-physical`` measures.
 Masks change every step, so a sparse GEMM's operand is compressed every step, by the compressor
 of the backend that ran it (suite/compressors.py); where the sweep has no such row the step says
 "compress not measured" and adds nothing. A method whose GEMM falls back to dense compresses
@@ -22,6 +30,7 @@ noise is the same on both sides. ``converged`` is False when any part's timing d
 
 from __future__ import annotations
 
+import json
 import math
 from typing import NamedTuple
 
@@ -32,13 +41,15 @@ from suite.ratios import bounds, converged
 
 
 class Part(NamedTuple):
-    """One timed part of a step: median, noise bounds, whether its timing converged, who ran it."""
+    """One timed part of a step: median, noise bounds, whether its timing converged, who ran it
+    (``how``: the bwd-data GEMM's permutation realisation, "" where the row has none)."""
 
     ms: float
     lo: float
     hi: float
     ok: bool
     name: str
+    how: str = ""
 
     def scaled(self, factor: float) -> Part:
         return self._replace(ms=self.ms * factor, lo=self.lo * factor, hi=self.hi * factor)
@@ -48,6 +59,18 @@ NONE = Part(0.0, 0.0, 0.0, True, "")
 MISSING = Part(math.nan, math.nan, math.nan, True, "-")
 
 
+def realisation(rows: pd.DataFrame) -> pd.Series:
+    """Each row's ``perm_realisation`` tunable (its JSON config), "" where it has none."""
+    if "config" not in rows:
+        return pd.Series("", index=rows.index, dtype=object)
+
+    def one(config) -> str:
+        text = str(config)
+        return str(json.loads(text).get("perm_realisation", "")) if text.startswith("{") else ""
+
+    return rows.config.map(one)
+
+
 def _part(rows: pd.DataFrame) -> Part:
     """The fastest ok row of ``rows`` as a Part (MISSING when there is none)."""
     ok = rows[rows.status == "ok"]
@@ -55,9 +78,10 @@ def _part(rows: pd.DataFrame) -> Part:
         return MISSING
     row = ok.loc[[ok.median_ms.idxmin()]]
     lo, hi = bounds(row)
+    how = realisation(row).iloc[0]
     return Part(float(row.median_ms.iloc[0]), float(lo[0]), float(hi[0]),
                 bool(converged(row).iloc[0]), str(row.backend.iloc[0]) if "backend" in row
-                else "")  # fmt: skip
+                else "", "" if how == "none" else how)  # fmt: skip
 
 
 def _best(df: pd.DataFrame, sparse: bool | None = None) -> Part:
@@ -83,6 +107,18 @@ def _compress(mk: pd.DataFrame, op: str, backend_name: str) -> tuple[Part, str]:
     if comp is None or "compress_backend" not in rows or rows[rows.compress_backend == comp].empty:
         return NONE, f"; {op} not measured"
     return _part(rows[rows.compress_backend == comp]), ""
+
+
+PHYSICAL_NOTE = (
+    "reorder of W's rows, the next layer's columns and their optimizer state every %d steps "
+    "not measured (priced at 0); the next layer's masks change: a different method (accuracy: "
+    "bimask.compare)"
+)
+
+
+def _named(part: Part) -> str:
+    """The backend, with how it realised pi where the row says."""
+    return f"{part.name} ({part.how})" if part.how else part.name
 
 
 def _speedup(dense: dict[str, Part], parts: dict[str, Part]) -> tuple[float, float, float]:
@@ -115,7 +151,10 @@ def step_view(df: pd.DataFrame, perm_every: int = 100) -> pd.DataFrame:
         for pattern in sorted(p for p in g.pattern.unique() if p != "dense"):
             gp = g[g.pattern == pattern]
             fwd_s = _sparse_or_dense(gp[gp["pass"] == "fwd"])
-            bwd_s = _sparse_or_dense(gp[gp["pass"] == "bwd-data"])
+            bwd_rows = gp[gp["pass"] == "bwd-data"]
+            physical = realisation(bwd_rows) == "physical"
+            bwd_s = _sparse_or_dense(bwd_rows[~physical])  # the paper's: pi gathered
+            bwd_p = _sparse_or_dense(bwd_rows)  # dY already in pi order, where it is faster
             mk = masks[(masks.layer == layer) & (masks.pattern == pattern)]
             comp_f, note_f = _compress(mk, "compress", fwd_s.name)
             comp_b, note_b = _compress(mk, "compress_bwd", bwd_s.name)
@@ -136,8 +175,15 @@ def step_view(df: pd.DataFrame, perm_every: int = 100) -> pd.DataFrame:
             methods = {
                 "dense": (dense, "dense GEMMs"),
                 "srste": (srste, f"fwd {fwd_s.name}{note_f}"),
-                "bimask": (bimask, f"fwd {fwd_s.name}, bwd {bwd_s.name}{note_f}{note_b}"),
+                "bimask": (bimask, f"fwd {fwd_s.name}, bwd {_named(bwd_s)}{note_f}{note_b}"),
             }
+            if physical.any():
+                comp_p, note_p = _compress(mk, "compress_bwd", bwd_p.name)
+                methods["bimask-physical"] = (
+                    {**bimask, "bwd": bwd_p, "comp_b": comp_p},
+                    f"fwd {fwd_s.name}, bwd {_named(bwd_p)}{note_f}{note_p}; {PHYSICAL_NOTE}"
+                    % perm_every,
+                )
             for method, (parts, how) in methods.items():
                 speedup, lo, hi = _speedup(dense, parts)
                 rows.append(

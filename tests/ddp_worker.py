@@ -21,6 +21,7 @@ cfg = TrainConfig(
     batch_size=64,
     device="cpu",
     out=str(out),
+    perm_realisation=sys.argv[2] if len(sys.argv) > 2 else "gather",
 )
 info = init_distributed(torch.device("cpu"))
 summary, model = fit(cfg, torch.device("cpu"), info)

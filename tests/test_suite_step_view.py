@@ -162,3 +162,23 @@ def test_own_ratio_pairs_each_sparse_kernel_with_its_dense_twin():
     assert table.loc[("sm90", "fwd"), "sparse_speedup"] == pytest.approx(1.6)
     assert table.loc[("sm80", "bwd-data"), "sparse_speedup"] == pytest.approx(2.9 / 2.5)
     assert len(table) == 3
+
+
+def test_the_physical_realisation_is_its_own_row_and_says_what_it_leaves_out():
+    rows = _frame(with_compress=True).to_dict("records")
+    rows = [r for r in rows if not (r["op"] == "gemm" and r["backend"] == "torch_csr")]
+    rows += [
+        {**_gemm("fwd", "torch_csr", 4.0, True), "config": "{}"},
+        {**_gemm("bwd-data", "torch_csr", 5.0, True), "config": '{"perm_realisation": "gather"}'},
+        {**_gemm("bwd-data", "torch_csr", 3.0, True), "config": '{"perm_realisation": "physical"}'},
+    ]
+    view = step_view(pd.DataFrame(rows), perm_every=100).set_index("method")
+    # bimask is the paper's method: its bwd-data GEMM gathers dY (5 ms), never the physical 3
+    assert view.loc["bimask", "step_ms"] == pytest.approx(26.5)
+    assert "torch_csr (gather)" in view.loc["bimask", "kernels"]
+    phys = view.loc["bimask-physical"]
+    assert phys.step_ms == pytest.approx(24.5)  # the same parts with the 3 ms GEMM
+    assert "(physical)" in phys.kernels and "every 100 steps not measured" in phys.kernels
+    assert "different method" in phys.kernels
+    without = step_view(_frame(with_compress=True), perm_every=100)
+    assert "bimask-physical" not in set(without.method)  # no backend timed it: no row

@@ -192,3 +192,27 @@ def test_kernels_backend_glue_matches_torch_through_autograd(kernels_on_cpu, met
     sparse_dx = [c for c in kernels_on_cpu if c["k"] == 32]  # K = out: the input gradient
     assert len(sparse_dx) == (0 if method == "srste" else 1)
     assert all(c["perm"] == (method == "bimask") and c["transpose_out"] for c in sparse_dx)
+
+
+def test_kernels_backend_skips_the_gather_where_perm_is_identity(kernels_on_cpu):
+    """A physically realised layer (pi reordered away) runs its input gradient without pi."""
+    from bimask.physical import PhysicalPermutations
+
+    torch.manual_seed(0)
+    opts = dict(permutation="greedy", perm_every=1, perm_realisation="physical")
+    layer = SparseLinear(64, 32, backend="kernels", **opts)
+    model = torch.nn.Sequential(layer, torch.nn.ReLU(), torch.nn.Linear(32, 16))
+    ref = torch.nn.Sequential(
+        SparseLinear(64, 32, **opts), torch.nn.ReLU(), torch.nn.Linear(32, 16)
+    )
+    ref.load_state_dict(model.state_dict())
+    for m in (model, ref):
+        assert PhysicalPermutations(m).realise(step=0) == ["0"]
+    assert layer.perm_is_identity and layer._ops().describe() == "fwd sparse, dX sparse, dW dense"
+    x, dy = torch.randn(12, 64), torch.randn(12, 32)
+    x_got, x_ref = x.clone().requires_grad_(), x.clone().requires_grad_()
+    (layer(x_got) * dy).sum().backward()  # the layer alone: bfloat16 noise not through a ReLU
+    (ref[0](x_ref) * dy).sum().backward()
+    sparse_dx = [c for c in kernels_on_cpu if c["k"] == 32]
+    assert len(sparse_dx) == 1 and not sparse_dx[0]["perm"]  # no gather of dY
+    assert float((x_got.grad - x_ref.grad).abs().max() / x_ref.grad.abs().max()) < 1e-2

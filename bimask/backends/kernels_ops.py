@@ -50,6 +50,7 @@ def kernels_linear(layer) -> LayerOps:
         pattern=str(layer.pattern),
         sparse_forward=lambda: spec.masks is not None,
         sparse_backward=lambda: spec.backward_nm and not layer.backward_as_forward,
-        perm=lambda: layer.perm if spec.uses_permutation else None,
+        # no gather where the groups are consecutive rows (a host-side bool, no tensor read)
+        perm=lambda: None if layer.perm_is_identity else layer.perm,
         config_for=_config_for(layer),
     )

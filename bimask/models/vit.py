@@ -3,6 +3,10 @@ from torch import nn
 
 
 class Block(nn.Module):
+    # forward computes fc2(gelu(fc1(x))) and uses fc1's output nowhere else: fc2 is fc1's known
+    # consumer, so perm_realisation="physical" may reorder them together (bimask.physical)
+    linear_consumers = {"fc1": "fc2"}
+
     def __init__(self, dim: int, heads: int, hidden: int):
         super().__init__()
         self.heads = heads

@@ -5,6 +5,7 @@ Examples:
   python -m bimask.train --dataset synthetic --model mlp --method bimask --epochs 1 --out /tmp/r
   python -m bimask.train --backend kernels --tuned-configs tuned.json --model mlp --out runs/t
   torchrun --nproc_per_node=2 -m bimask.train --dataset synthetic --model mlp --out /tmp/ddp
+  python -m bimask.train --dataset synthetic --model mlp --perm-realisation physical --epochs 1
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from bimask.methods import METHODS
 from bimask.models import MODELS
 from bimask.outputs import check_output_dir
 from bimask.permutations import PERMUTATIONS
+from bimask.realisation import PERM_REALISATIONS
 from bimask.train.config import DATASETS, OPTIMIZERS, TrainConfig
 from bimask.train.loop import train
 
@@ -41,6 +43,15 @@ def parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--permutation", choices=sorted(PERMUTATIONS), default=d.permutation)
     p.add_argument("--perm-every", type=ca.positive_int, default=d.perm_every)
+    p.add_argument(
+        "--perm-realisation",
+        choices=sorted(PERM_REALISATIONS),
+        default=d.perm_realisation,
+        help="gather (default, the paper's): the backward gathers dY into pi order; physical "
+        "(bimask only, a DIFFERENT method): every --perm-every steps a Linear's rows and its "
+        "consumer's input columns (Linear -> elementwise -> Linear) are reordered by pi, so no "
+        "gather is needed, but the consumer's forward N:M groups, and so its masks, change",
+    )
     p.add_argument(
         "--candidates", type=ca.positive_int, default=d.candidates, help="for --permutation random"
     )

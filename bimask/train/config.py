@@ -9,6 +9,7 @@ from bimask.backends import BACKENDS
 from bimask.methods import METHODS
 from bimask.models import MODELS
 from bimask.permutations import PERMUTATIONS
+from bimask.realisation import PERM_REALISATIONS
 
 DATASETS = ("fashion-mnist", "synthetic")
 OPTIMIZERS = ("sgd", "adamw")
@@ -36,6 +37,7 @@ NAME_RULES = {
     "optimizer": OPTIMIZERS,
     "conv_order": ("nhwc", "nchw"),
     "backend": BACKENDS,
+    "perm_realisation": PERM_REALISATIONS,
 }
 
 
@@ -67,6 +69,8 @@ class TrainConfig:
     conv_order: str = "nhwc"
     backend: str = "torch"  # bimask.backends: torch, or kernels (this project's sparse GEMMs)
     tuned_configs: str | None = None  # a sweep's winners (python -m suite export-tuned)
+    # gather (the paper's) or physical (bimask only; a different method: bimask.physical)
+    perm_realisation: str = "gather"
 
     def __post_init__(self) -> None:
         """Reject bad values here, so the CLI and the Python API fail alike (UsageError)."""
@@ -85,6 +89,11 @@ class TrainConfig:
         ):
             raise ca.UsageError(f"--tuned-configs: must be a file name, got {self.tuned_configs!r}")
         ca.check(self.device, ca.device, "--device")
+        if self.perm_realisation == "physical" and self.method != "bimask":
+            raise ca.UsageError(
+                f"--perm-realisation physical reorders rows by the Bi-Mask permutation; "
+                f"--method {self.method} has none: use --method bimask or drop the option"
+            )
         if self.warmup_epochs > self.epochs:
             raise ca.UsageError(
                 f"--warmup-epochs {self.warmup_epochs} is longer than --epochs {self.epochs}; "

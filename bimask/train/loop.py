@@ -18,6 +18,7 @@ from bimask.data import load_dataset
 from bimask.machine import describe
 from bimask.models import DEFAULT_OPTIMIZER, build_model
 from bimask.outputs import atomic_write_text
+from bimask.physical import PhysicalPermutations
 from bimask.sparsify import sparsify
 from bimask.train import probes
 from bimask.train.checkpoint import (
@@ -69,6 +70,7 @@ def build_sparse_model(
         decay=cfg.decay,
         conv_order=cfg.conv_order,
         backend=cfg.backend,
+        perm_realisation=cfg.perm_realisation,
         permutation_options=options,
         seed=cfg.seed,
         tuned=tuned if tuned is not None else cfg.tuned_configs,
@@ -176,7 +178,9 @@ def fit(
     resume_state = None
     if cfg.resume:  # the whole checkpoint is checked before anything is loaded or touched
         resume_state = read_checkpoint(ckpt_path, device)
-        check_resume_config(resume_state["config"], cfg.to_dict(), ckpt_path)
+        # a checkpoint from before perm_realisation existed was made with the paper's gather
+        saved = {"perm_realisation": "gather", **resume_state["config"]}
+        check_resume_config(saved, cfg.to_dict(), ckpt_path)
     data = load_dataset(cfg.dataset, cfg.data_dir, seed=cfg.seed)
     cfg.check_sizes(len(data.train.labels), len(data.test.labels), info.world_size)
     train_set = TensorDataset(*_subset(data.train, cfg.train_subset))
@@ -196,6 +200,8 @@ def fit(
     if resume_state is not None:
         _load_state(resume_state, model, opt, sched, ckpt_path)
         history, start = resume_state["history"], resume_state["epoch"] + 1
+    # physical pi: searched and realised between optimizer steps, never inside a forward
+    physical = PhysicalPermutations(model, opt) if cfg.perm_realisation == "physical" else None
     loss_fn = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
     for epoch in range(start, cfg.epochs):
         if cfg.stop_after is not None and epoch - start >= cfg.stop_after:
@@ -211,8 +217,10 @@ def fit(
             disable=not info.is_main,
             file=sys.stderr,
         )
-        for x, y in bar:
+        for i, (x, y) in enumerate(bar):
             x, y = x.to(device), y.to(device)
+            if physical is not None:  # after the previous optimizer.step(), before this forward
+                physical.realise(step=epoch * len(train_loader) + i)
             loss = loss_fn(net(x), y)
             opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -266,6 +274,7 @@ def _summary(cfg, history, decisions, device, info, out: Path) -> dict:
                 "seed",
                 "batch_size",
                 "backend",
+                "perm_realisation",
             )
         },
         "final_test_top1": history[-1]["test_top1"] if history else None,

@@ -4,7 +4,9 @@ The bwd-data mask groups W's rows by the permutation pi, so along k of that GEMM
 are pi-ordered. The sparse backends take a ``perm_realisation`` tunable for it:
   gather:   gather B's (dY's) columns by pi inside the timed call, A compressed in pi order;
   physical: W's rows (and the next layer's columns) were reordered every perm_every steps,
-            so dY already arrives in pi order: nothing per step.
+            so dY already arrives in pi order: nothing per step in this GEMM. The reorder
+            itself (amortised) is not timed here, and it changes the next layer's masks: a
+            different method (``bimask`` with ``perm_realisation="physical"``).
 """
 
 from __future__ import annotations

@@ -6,7 +6,8 @@ own rows) and times the GEMM. For the Bi-Mask bwd-data pass the permutation is r
 tunable: ``in_kernel`` (the kernel reads B's K axis through pi), ``separate_op`` (dY's columns
 gathered by index_select inside the timed call, then the plain kernel) or ``physical`` (B
 already in pi order, as when W's rows and the next layer's columns are reordered every
-perm_every steps: no per-step cost).
+perm_every steps: no per-step cost in this GEMM; the reorder, amortised, is not timed here, and
+it changes the next layer's masks, a different method: ``perm_realisation="physical"``).
 """
 
 from __future__ import annotations
