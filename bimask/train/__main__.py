@@ -60,8 +60,8 @@ def parser() -> argparse.ArgumentParser:
         "--backend",
         choices=sorted(BACKENDS),
         default=d.backend,
-        help="GEMMs of the sparse layers: torch, or kernels (this project's sparse kernels, "
-        "CUDA, Linear layers)",
+        help="GEMMs of the sparse layers: torch, kernels (this project's sparse kernels) or "
+        "cusparselt (NVIDIA cuSPARSELt); the last two: CUDA, Linear layers",
     )
     p.add_argument("--out", default=d.out)
     p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")

@@ -65,7 +65,7 @@ class TrainConfig:
     resume: bool = False
     stop_after: int | None = None  # stop after this many epochs of this invocation (preemption)
     conv_order: str = "nhwc"
-    backend: str = "torch"  # bimask.backends: torch, or kernels (this project's sparse GEMMs)
+    backend: str = "torch"  # bimask.backends: torch, kernels (ours), cusparselt (CUDA)
 
     def __post_init__(self) -> None:
         """Reject bad values here, so the CLI and the Python API fail alike (UsageError)."""
