@@ -224,3 +224,15 @@ def test_train_cli_refuses_the_cusparselt_backend_without_a_gpu(tmp_path, capsys
     assert main([*args, "--out", str(tmp_path / "r")]) == 2
     assert "--backend cusparselt runs the sparse kernels on a GPU" in capsys.readouterr().err
     assert not (tmp_path / "r").exists()
+
+
+def test_both_operands_share_one_16_bit_dtype(cslt_on_cpu):
+    torch.manual_seed(0)
+    half = SparseLinear(64, 32, backend="cusparselt", dtype=torch.float16)
+    x = torch.randn(8, 64, dtype=torch.float16, requires_grad=True)
+    y = half(x)
+    y.sum().backward()
+    assert y.dtype == x.grad.dtype == torch.float16  # float16 training stays float16
+    mixed = SparseLinear(64, 32, backend="cusparselt")  # float32 weights, float16 activations
+    mixed(torch.randn(8, 64, dtype=torch.float16))  # both operands in bfloat16
+    assert len(cslt_on_cpu.mms) == 3  # the stand-in refuses operands of two dtypes

@@ -167,8 +167,9 @@ class CusparseltLinearOps:
         if (why := device_reason(t)) is not None:
             raise ValueError(why)
 
-    def _half(self, t: torch.Tensor) -> torch.Tensor:
-        return t if t.dtype in HALF else t.to(self.compute_dtype)
+    def _dtype(self, weight: torch.Tensor) -> torch.dtype:
+        """The GEMM's dtype: the weight's if 16-bit, else ``compute_dtype`` (both operands)."""
+        return weight.dtype if weight.dtype in HALF else self.compute_dtype
 
     def _config(self, pass_: str, m: int, n: int, k: int, dtype: torch.dtype) -> dict:
         """The tuned config for this GEMM (``layer.tuned``, looked up once per shape), or the
@@ -222,11 +223,10 @@ class CusparseltLinearOps:
             return F.linear(x, weight, bias)
         self._check(weight)
         out, in_ = weight.shape
-        x2d = self._half(x.reshape(-1, in_)).contiguous()
-        config = self._config("fwd", out, x2d.shape[0], in_, x2d.dtype)
-        packed = self._compressed(
-            "fwd", self._key(weight, None), lambda: self._half(weight.detach())
-        )
+        dtype = self._dtype(weight)
+        x2d = x.reshape(-1, in_).to(dtype).contiguous()
+        config = self._config("fwd", out, x2d.shape[0], in_, dtype)
+        packed = self._compressed("fwd", self._key(weight, None), lambda: weight.detach().to(dtype))
         y = self._mm(packed, x2d, config).to(x.dtype).reshape(*x.shape[:-1], out)
         return y if bias is None else y + bias
 
@@ -236,18 +236,19 @@ class CusparseltLinearOps:
         self._check(weight)
         out, in_ = weight.shape
         perm = self.perm()
+        dtype = self._dtype(weight)
 
         def build() -> torch.Tensor:
-            a = self._half(weight.detach()).t()  # (in x out): K = out
+            a = weight.detach().to(dtype).t()  # (in x out): K = out
             return a if perm is None else a.index_select(1, perm)  # N:M groups consecutive
 
         packed = self._compressed("bwd", self._key(weight, perm), build)
-        dy2d = self._half(dy.reshape(-1, out))
+        dy2d = dy.reshape(-1, out).to(dtype)
         if perm is not None:
             with section("gather"):
                 dy2d = dy2d.index_select(1, perm)  # dY's columns in pi order
         dy2d = dy2d.contiguous()
-        config = self._config("bwd-data", in_, dy2d.shape[0], out, dy2d.dtype)
+        config = self._config("bwd-data", in_, dy2d.shape[0], out, dtype)
         return self._mm(packed, dy2d, config).to(dy.dtype).reshape(x_shape)
 
     def weight_grad(self, x, dy, w_shape):
