@@ -87,3 +87,17 @@ def test_host_copies_follow_load_state_dict_and_the_schedule(rng):
     bad["perm"] = torch.zeros(16, dtype=torch.long)
     with pytest.raises(RuntimeError, match="perm: perm is not a permutation"):
         b.load_state_dict(bad)
+
+
+@pytest.mark.parametrize("model", ["mlp", "vit"])  # vit: attention rerouted
+def test_sparsified_models_train_without_reading_device_values(host_reads, model):
+    from bimask import sparsify
+    from bimask.models import build_model
+
+    torch.manual_seed(0)
+    net = build_model(model)
+    sparsify(net, "2:4", "bimask", "greedy")
+    x = torch.randn(4, 1, 28, 28)
+    on, reads = host_reads
+    _steps(net, x, on, steps=3)
+    assert reads == []
