@@ -101,3 +101,27 @@ def test_sparsified_models_train_without_reading_device_values(host_reads, model
     on, reads = host_reads
     _steps(net, x, on, steps=3)
     assert reads == []
+
+
+@pytest.mark.slow
+def test_a_training_epoch_reads_device_values_a_fixed_number_of_times(host_reads, tmp_path):
+    """More steps, no more host reads: none of them is per step (the loss is summed on the
+    device; the progress bar reads it every SHOW_LOSS_EVERY steps)."""
+    from bimask.train.config import TrainConfig
+    from bimask.train.loop import train
+
+    on, reads = host_reads
+    counts = []
+    for subset in (32, 80):  # 2 and 5 steps of 16
+        cfg = TrainConfig(
+            model="mlp", dataset="synthetic", method="bimask", epochs=1, batch_size=16,
+            train_subset=subset, test_subset=32, device="cpu", out=str(tmp_path / str(subset)),
+        )  # fmt: skip
+        reads.clear()
+        on[0] = True
+        try:
+            train(cfg)
+        finally:
+            on[0] = False
+        counts.append(len(reads))
+    assert counts[0] == counts[1], counts

@@ -31,6 +31,7 @@ from bimask.train.config import TrainConfig
 from bimask.train.distributed import DistInfo, all_reduce_sum, init_distributed, shutdown
 
 _OPT_DEFAULTS = {"sgd": (0.1, 5e-4), "adamw": (1e-3, 0.05)}
+SHOW_LOSS_EVERY = 50  # steps between progress-bar loss updates (each reads the loss: a sync)
 
 
 def resolve_device(name: str) -> torch.device:
@@ -171,7 +172,7 @@ def fit(cfg: TrainConfig, device: torch.device, info: DistInfo) -> tuple[dict, n
         sampler.set_epoch(epoch)
         net.train()
         probes.reset_mask_time(model)
-        t0, loss_sum, seen = time.perf_counter(), 0.0, 0
+        t0, loss_sum, seen = time.perf_counter(), torch.zeros((), device=device), 0
         bar = tqdm(
             train_loader,
             desc=f"epoch {epoch + 1}/{cfg.epochs}",
@@ -179,16 +180,18 @@ def fit(cfg: TrainConfig, device: torch.device, info: DistInfo) -> tuple[dict, n
             disable=not info.is_main,
             file=sys.stderr,
         )
-        for x, y in bar:
+        for i, (x, y) in enumerate(bar):
             x, y = x.to(device), y.to(device)
             loss = loss_fn(net(x), y)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
             sched.step()
-            loss_sum += float(loss.detach()) * len(y)
+            loss_sum += loss.detach() * len(y)  # summed on the device: no host sync per step
             seen += len(y)
-            bar.set_postfix(loss=f"{loss_sum / seen:.4f}")
+            if not bar.disable and i % SHOW_LOSS_EVERY == 0:
+                bar.set_postfix(loss=f"{float(loss_sum) / seen:.4f}")
+        loss_sum = float(loss_sum)
         epoch_time = time.perf_counter() - t0
         mask_s = probes.mask_time(model)
         loss_sum, seen, mask_s = all_reduce_sum([loss_sum, seen, mask_s], info, device)
