@@ -158,6 +158,10 @@ def test_compressed_operands_are_reused_until_the_weight_changes(cslt_on_cpu):
         for _ in range(3):
             layer(x)
     assert len(calls) == 5  # new weights: compressed once for the whole eval loop
+    layer.weight = torch.nn.Parameter(layer.weight.detach())  # same memory and version, new object
+    with torch.no_grad():
+        layer(x)
+    assert len(calls) == 6
 
     _, layer = _pair("bimask", perm_every=1)  # a new pi every step: only (W*Mb)^T changes
     calls.clear()

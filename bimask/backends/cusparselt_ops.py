@@ -100,7 +100,8 @@ def device_reason(t: torch.Tensor) -> str | None:
 class _LayerCache:
     """What one layer keeps between calls: compressed operands and tuned configs."""
 
-    compressed: dict[str, tuple[tuple, torch.Tensor]] = field(default_factory=dict)
+    compressed: dict[str, tuple[tuple, tuple, torch.Tensor]] = field(default_factory=dict)
+    tuned: object = None  # the TunedConfigs the configs below came from
     configs: dict[tuple, dict] = field(default_factory=dict)
 
 
@@ -116,6 +117,19 @@ def layer_cache(layer) -> _LayerCache:
 
 def _version_key(t: torch.Tensor | None) -> tuple:
     return () if t is None else (t.data_ptr(), t._version)
+
+
+def _same_objects(refs: tuple, objs: tuple) -> bool:
+    """True when each weak reference still points at the matching object (a replaced weight
+    or pi is a new object, even where it reuses the old one's memory)."""
+    return all(
+        (r is None and o is None) or (r is not None and r() is o)
+        for r, o in zip(refs, objs, strict=True)
+    )
+
+
+def _refs(objs: tuple) -> tuple:
+    return tuple(None if o is None else weakref.ref(o) for o in objs)
 
 
 def _dtype_name(dtype: torch.dtype) -> str:
@@ -177,8 +191,11 @@ class CusparseltLinearOps:
         tuned = getattr(self.layer, "tuned", None)
         if tuned is None:
             return DEFAULT_CONFIG
-        key = (id(tuned), pass_, m, n, k, _dtype_name(dtype))
-        configs = layer_cache(self.layer).configs
+        cache = layer_cache(self.layer)
+        if cache.tuned is not tuned:  # a new file: look up again
+            cache.tuned, cache.configs = tuned, {}
+        key = (pass_, m, n, k, _dtype_name(dtype))
+        configs = cache.configs
         if key not in configs:
             entry = tuned.lookup("cusparselt", pass_, m, n, k, str(self.pattern), key[-1])
             config = DEFAULT_CONFIG if entry is None else entry.config
@@ -188,20 +205,22 @@ class CusparseltLinearOps:
             }
         return configs[key]
 
-    def _compressed(self, what: str, key: tuple, build: Callable[[], torch.Tensor]):
-        """The compressed operand ``what`` ("fwd"/"bwd"), rebuilt only when ``key`` changed."""
+    def _compressed(
+        self, what: str, a: torch.Tensor, perm: torch.Tensor | None, build: Callable
+    ) -> torch.Tensor:
+        """The compressed operand ``what`` ("fwd"/"bwd") of the masked weight ``a``, rebuilt
+        only when the layer's weight or pi changed (other objects, or written in place)."""
         cache = layer_cache(self.layer).compressed
+        w = self.layer.weight
+        objs = (w, perm)
+        key = (*_version_key(w), *_version_key(perm), a.dtype, a.device, tuple(a.shape))
         hit = cache.get(what)
-        if hit is not None and hit[0] == key:
-            return hit[1]
+        if hit is not None and hit[1] == key and _same_objects(hit[0], objs):
+            return hit[2]
         with section("compress"):
             packed = torch._cslt_compress(build().contiguous())
-        cache[what] = (key, packed)
+        cache[what] = (_refs(objs), key, packed)
         return packed
-
-    def _key(self, a: torch.Tensor, perm: torch.Tensor | None) -> tuple:
-        w = self.layer.weight
-        return (*_version_key(w), *_version_key(perm), a.dtype, a.device, tuple(a.shape))
 
     def _mm(self, packed, b2d: torch.Tensor, config: dict) -> torch.Tensor:
         """``b2d @ A^T`` (tokens x m) on cuSPARSELt; tokens padded to a multiple of 8."""
@@ -226,7 +245,7 @@ class CusparseltLinearOps:
         dtype = self._dtype(weight)
         x2d = x.reshape(-1, in_).to(dtype).contiguous()
         config = self._config("fwd", out, x2d.shape[0], in_, dtype)
-        packed = self._compressed("fwd", self._key(weight, None), lambda: weight.detach().to(dtype))
+        packed = self._compressed("fwd", weight, None, lambda: weight.detach().to(dtype))
         y = self._mm(packed, x2d, config).to(x.dtype).reshape(*x.shape[:-1], out)
         return y if bias is None else y + bias
 
@@ -242,7 +261,7 @@ class CusparseltLinearOps:
             a = weight.detach().to(dtype).t()  # (in x out): K = out
             return a if perm is None else a.index_select(1, perm)  # N:M groups consecutive
 
-        packed = self._compressed("bwd", self._key(weight, perm), build)
+        packed = self._compressed("bwd", weight, perm, build)
         dy2d = dy.reshape(-1, out).to(dtype)
         if perm is not None:
             with section("gather"):
