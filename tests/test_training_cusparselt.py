@@ -175,8 +175,8 @@ def test_tuned_configs_reach_the_op_and_are_looked_up_once_per_shape(cslt_on_cpu
         def __init__(self):
             self.calls = []
 
-        def lookup(self, backend, pass_, m, n, k, pattern, dtype):
-            self.calls.append((backend, pass_, m, n, k, pattern, dtype))
+        def lookup(self, backend, pass_, m, n, k, pattern, dtype, realisation=None):
+            self.calls.append((backend, pass_, m, n, k, pattern, dtype, realisation))
             if pass_ == "fwd":
                 return SimpleNamespace(config={"alg_id": 3, "split_k": 2})
             return None  # no entry: the backend's default
@@ -187,12 +187,16 @@ def test_tuned_configs_reach_the_op_and_are_looked_up_once_per_shape(cslt_on_cpu
     _run(layer, x, dy)
     _run(layer, x, dy)
     assert layer.tuned.calls == [
-        ("cusparselt", "fwd", 32, 24, 64, "2:4", "bfloat16"),
-        ("cusparselt", "bwd-data", 64, 24, 32, "2:4", "bfloat16"),
+        ("cusparselt", "fwd", 32, 24, 64, "2:4", "bfloat16", None),
+        ("cusparselt", "bwd-data", 64, 24, 32, "2:4", "bfloat16", "gather"),  # suite's name
     ]
     fwd = [(c["alg_id"], c["split_k"]) for c in cslt_on_cpu.mms if c["k"] == 64]
     dx = [(c["alg_id"], c["split_k"]) for c in cslt_on_cpu.mms if c["k"] == 32]
     assert fwd == [(3, 2), (3, 2)] and dx == [(0, 1), (0, 1)]
+    layer.perm_is_identity = True  # rows reordered physically: the entries timed that way
+    layer.perm.copy_(torch.arange(32))  # (what the reordering leaves: pi is the identity)
+    _run(layer, x, dy)
+    assert layer.tuned.calls[-1][-1] == "physical"
 
 
 def test_bad_inputs_fail_before_any_op(fake_ops):

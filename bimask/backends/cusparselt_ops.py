@@ -185,19 +185,24 @@ class CusparseltLinearOps:
         """The GEMM's dtype: the weight's if 16-bit, else ``compute_dtype`` (both operands)."""
         return weight.dtype if weight.dtype in HALF else self.compute_dtype
 
-    def _config(self, pass_: str, m: int, n: int, k: int, dtype: torch.dtype) -> dict:
+    def _config(
+        self, pass_: str, m: int, n: int, k: int, dtype: torch.dtype, realisation=None
+    ) -> dict:
         """The tuned config for this GEMM (``layer.tuned``, looked up once per shape), or the
-        default (alg_id 0, no split-k)."""
+        default (alg_id 0, no split-k). ``realisation`` (bwd-data): how pi is realised, in the
+        suite's names ("gather": a separate op; "physical": already in pi order)."""
         tuned = getattr(self.layer, "tuned", None)
         if tuned is None:
             return DEFAULT_CONFIG
         cache = layer_cache(self.layer)
         if cache.tuned is not tuned:  # a new file: look up again
             cache.tuned, cache.configs = tuned, {}
-        key = (pass_, m, n, k, _dtype_name(dtype))
+        key = (pass_, m, n, k, _dtype_name(dtype), realisation)
         configs = cache.configs
         if key not in configs:
-            entry = tuned.lookup("cusparselt", pass_, m, n, k, str(self.pattern), key[-1])
+            entry = tuned.lookup(
+                "cusparselt", pass_, m, n, k, str(self.pattern), key[4], realisation=realisation
+            )
             config = DEFAULT_CONFIG if entry is None else entry.config
             configs[key] = {
                 "alg_id": int(config.get("alg_id", 0)),
@@ -267,8 +272,16 @@ class CusparseltLinearOps:
             with section("gather"):
                 dy2d = dy2d.index_select(1, perm)  # dY's columns in pi order
         dy2d = dy2d.contiguous()
-        config = self._config("bwd-data", in_, dy2d.shape[0], out, dtype)
+        realisation = "gather" if perm is not None else self._identity_realisation()
+        config = self._config("bwd-data", in_, dy2d.shape[0], out, dtype, realisation)
         return self._mm(packed, dy2d, config).to(dy.dtype).reshape(x_shape)
+
+    def _identity_realisation(self) -> str | None:
+        """'physical' for a permuting method whose rows are already in pi order; None for a
+        method without pi (any entry fits)."""
+        spec = getattr(self.layer, "_spec", None)
+        permuting = spec is not None and spec.uses_permutation
+        return "physical" if permuting and getattr(self.layer, "perm_is_identity", False) else None
 
     def weight_grad(self, x, dy, w_shape):
         return dy.reshape(-1, w_shape[0]).t() @ x.reshape(-1, w_shape[1])
