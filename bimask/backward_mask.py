@@ -29,12 +29,16 @@ def bimask_backward_mask(
     forward_mask2d: torch.Tensor,
     pattern: str | NMPattern,
     perm: torch.Tensor,
+    *,
+    check: bool = True,
 ) -> torch.Tensor:
     """Backward mask Mb: N:M along the output dimension over pi-ordered groups of M rows.
 
     Scores are |W * Mf|, so pruned weights count as zero, and the result is intersected with Mf:
     Mb keeps the top min(N, forward-kept) forward-kept weights of every backward group, and
     Mb is a subset of Mf. With ``perm = arange(out)`` this is the paper's formula.
+    ``check=False`` skips the check that ``perm`` is a permutation (its values are read on the
+    host: a device sync); training passes it, its pi being checked where it is set or loaded.
     """
     pattern = NMPattern.parse(pattern)
     out, k = weight2d.shape
@@ -43,7 +47,8 @@ def bimask_backward_mask(
             f"forward mask shape {tuple(forward_mask2d.shape)} != weight shape {(out, k)}"
         )
     check_groupable(out, pattern, "output dimension (Bi-Mask backward groups)")
-    check_perm(perm, out)
+    if check:
+        check_perm(perm, out)
     fmask = forward_mask2d.bool()
     # Pruned entries score -1, below every kept |w| >= 0: a kept weight that is exactly zero
     # still beats them, so each group keeps exactly min(N, forward-kept) weights.

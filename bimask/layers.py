@@ -12,6 +12,7 @@ from torch import nn
 
 from bimask.autograd import sparse_op
 from bimask.backends import layer_ops
+from bimask.backward_mask import check_perm
 from bimask.layout import check_conv_order, from_gemm, to_gemm
 from bimask.masks import nm_mask_2d
 from bimask.methods import MaskState, get_method
@@ -40,8 +41,32 @@ def unsupported_reason(
     return None
 
 
+_HOST = "_bimask_host"  # attribute of a scalar buffer: its value, kept on the host
+
+
+def host_value(buf: torch.Tensor):
+    """The value of a scalar buffer (``step``, ``masks_ready``) without a device read per step:
+    read once (then kept in step by :func:`set_host_value`), again after ``load_state_dict``
+    or a move to another device (a new tensor). The copy lives on the buffer object, so layers
+    that share a buffer (tied weights) share it too. Write these buffers through the layer's
+    methods or ``load_state_dict``, not in place by hand."""
+    value = buf.__dict__.get(_HOST)
+    if value is None:
+        value = buf.item()  # one host sync, not one per step
+        setattr(buf, _HOST, value)
+    return value
+
+
+def set_host_value(buf: torch.Tensor, value) -> None:
+    setattr(buf, _HOST, value)
+
+
 class SparseMixin:
-    """Mask bookkeeping shared by the sparse layers (buffers are part of ``state_dict()``)."""
+    """Mask bookkeeping shared by the sparse layers (buffers are part of ``state_dict()``).
+
+    A training step reads no device tensor on the host: the step counter and ``masks_ready``
+    have host copies (:func:`host_value`), and pi is checked when it is loaded, not per step.
+    """
 
     def _setup_sparsity(
         self,
@@ -95,25 +120,43 @@ class SparseMixin:
         self.perm_is_identity = not spec.uses_permutation or (
             perm_realisation == "physical" or permutation == "identity"
         )
-        self.mask_time_s = 0.0  # wall time spent building masks and permutations (accounting)
+        # host wall time spent building masks and permutations (accounting). On CUDA it counts
+        # launches, not the GPU work (no sync per step): bimask.profile gives the real breakdown
+        self.mask_time_s = 0.0
         self.backward_as_forward = False  # probe switch: use Mf in the backward (srste's dX)
         device = weight.device
         out = weight.shape[0]
         self.register_buffer("perm", torch.arange(out, device=device))
         self.register_buffer("step", torch.zeros((), dtype=torch.long, device=device))
+        set_host_value(self.step, 0)
         if spec.masks is not None:
             ones = torch.ones(weight.shape, dtype=torch.bool, device=device)
             self.register_buffer("mask_forward", ones)
             self.register_buffer("mask_backward", ones.clone())
             self.register_buffer("masks_ready", torch.zeros((), dtype=torch.bool, device=device))
+            set_host_value(self.masks_ready, False)
         self._ops()  # an unknown backend, or one that cannot run this layer, fails here
 
     def _masked_weight(self) -> torch.Tensor:
         return self.weight
 
+    def _load_from_state_dict(self, state_dict, prefix, *args) -> None:
+        """Load, then drop the host copies of the scalar buffers (read again on next use) and
+        check the loaded pi once (the steps do not)."""
+        super()._load_from_state_dict(state_dict, prefix, *args)
+        for name in ("step", "masks_ready"):
+            if name in self._buffers:
+                self._buffers[name].__dict__.pop(_HOST, None)
+        error_msgs = args[-1]
+        if prefix + "perm" in state_dict and "perm" in self._buffers:
+            try:
+                check_perm(self.perm, self._masked_weight().shape[0])
+            except ValueError as err:
+                error_msgs.append(f"{prefix}perm: {err}")
+
     def _refresh_permutation(self, w2d: torch.Tensor) -> None:
         mf = to_gemm(self.mask_forward, self.conv_order)
-        if not bool(self.masks_ready):
+        if not host_value(self.masks_ready):
             mf = nm_mask_2d(w2d, self.pattern)
         with section("permutation"):
             perm = find_permutation(
@@ -121,7 +164,7 @@ class SparseMixin:
                 mf,
                 self.pattern,
                 self.permutation,
-                seed=self.seed * 1_000_003 + int(self.step),
+                seed=self.seed * 1_000_003 + host_value(self.step),
                 **self.permutation_options,
             )
         if dist.is_available() and dist.is_initialized():
@@ -137,7 +180,7 @@ class SparseMixin:
         if refresh and self._spec.uses_permutation and self.perm_realisation == "gather":
             self._refresh_permutation(w2d)  # physical: bimask.physical searches and reorders
         cached = None
-        if bool(self.masks_ready):  # a copy: the result is written back into mask_forward
+        if host_value(self.masks_ready):  # a copy: the result is written back into mask_forward
             cached = to_gemm(self.mask_forward, self.conv_order).clone()
         state = MaskState(perm=self.perm, cached_mask=cached, tmask_exact=self.tmask_exact)
         mf2d, mb2d = self._spec.masks(w2d, self.pattern, state, refresh)
@@ -146,6 +189,7 @@ class SparseMixin:
         self.mask_forward.copy_(mf)
         self.mask_backward.copy_(mb)
         self.masks_ready.fill_(True)
+        set_host_value(self.masks_ready, True)
         return self.mask_forward, self.mask_backward
 
     def _sparse_forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -158,17 +202,17 @@ class SparseMixin:
 
     def step_masks(self) -> tuple[torch.Tensor, torch.Tensor]:
         """The masks for this forward pass (training: counts a step, may refresh the
-        permutation every ``perm_every`` steps; evaluation: never searches)."""
+        permutation every ``perm_every`` steps; evaluation: never searches). No host sync:
+        ``mask_time_s`` is the host's wall time (on CUDA: the launches)."""
         t0 = time.perf_counter()
         with section("masks"):
             if self.training:
-                refresh = int(self.step) % self.perm_every == 0
-                mf, mb = self.compute_masks(refresh)
-                self.step += 1
+                step = host_value(self.step)
+                mf, mb = self.compute_masks(step % self.perm_every == 0)
+                self.step.add_(1)
+                set_host_value(self.step, step + 1)
             else:  # evaluation: masks from the current weights, never a permutation search
                 mf, mb = self.compute_masks(refresh=False)
-        if mf.is_cuda:
-            torch.cuda.synchronize(mf.device)
         self.mask_time_s += time.perf_counter() - t0
         if self.backward_as_forward:
             mb = mf

@@ -54,7 +54,7 @@ def _tmask(w2d, pattern, state, refresh):
 
 def _bimask(w2d, pattern, state, refresh):
     mf = nm_mask_2d(w2d, pattern)
-    return mf, bimask_backward_mask(w2d, mf, pattern, state.perm)
+    return mf, bimask_backward_mask(w2d, mf, pattern, state.perm, check=False)  # no sync
 
 
 METHODS: dict[str, MaskMethod] = {

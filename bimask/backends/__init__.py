@@ -2,7 +2,8 @@
 
 A backend supplies the three GEMMs of a sparse layer: the forward with W*Mf, the input gradient
 with W*Mb, and the dense weight gradient. ``torch`` (plain PyTorch, CPU and GPU) is the default
-and the reference; ``kernels`` runs this project's sparse kernels on a GPU. One module per
+and the reference; ``kernels`` runs this project's sparse kernels on a GPU, ``cusparselt``
+NVIDIA's cuSPARSELt (through ``torch._cslt_sparse_mm``). One module per
 backend; this registry is the only place that names them.
 """
 
@@ -11,6 +12,7 @@ from __future__ import annotations
 import sys
 
 from bimask.backends.base import LayerOps
+from bimask.backends.cusparselt_ops import cusparselt_linear
 from bimask.backends.kernels_ops import kernels_linear
 from bimask.backends.torch_ops import TorchConvOps, TorchLinearOps, torch_conv2d, torch_linear
 
@@ -18,6 +20,7 @@ from bimask.backends.torch_ops import TorchConvOps, TorchLinearOps, torch_conv2d
 BACKENDS = {
     "torch": {"linear": torch_linear, "conv2d": torch_conv2d},
     "kernels": {"linear": kernels_linear},
+    "cusparselt": {"linear": cusparselt_linear},
 }
 
 

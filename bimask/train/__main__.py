@@ -72,8 +72,8 @@ def parser() -> argparse.ArgumentParser:
         "--backend",
         choices=sorted(BACKENDS),
         default=d.backend,
-        help="GEMMs of the sparse layers: torch, or kernels (this project's sparse kernels, "
-        "CUDA, Linear layers)",
+        help="GEMMs of the sparse layers: torch, kernels (this project's sparse kernels) or "
+        "cusparselt (NVIDIA cuSPARSELt); the last two: CUDA, Linear layers",
     )
     p.add_argument(
         "--tuned-configs",
