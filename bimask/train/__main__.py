@@ -63,6 +63,13 @@ def parser() -> argparse.ArgumentParser:
         help="GEMMs of the sparse layers: torch, or kernels (this project's sparse kernels, "
         "CUDA, Linear layers)",
     )
+    p.add_argument(
+        "--profile-steps",
+        type=ca.nonneg_int,
+        default=d.profile_steps,
+        help="print the per-step time breakdown (masks, permutation, compress, gather, GEMMs, "
+        "optimizer, other) of the first N steps of each epoch; stored in the history",
+    )
     p.add_argument("--out", default=d.out)
     p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
     p.add_argument(

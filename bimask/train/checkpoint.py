@@ -29,7 +29,9 @@ FIELDS = {
     "torch_rng": torch.Tensor,
 }
 # Options a resumed run may change: where it runs and writes, not what it trains.
-MAY_CHANGE_ON_RESUME = frozenset({"device", "out", "resume", "stop_after", "data_dir", "backend"})
+MAY_CHANGE_ON_RESUME = frozenset(
+    {"device", "out", "resume", "stop_after", "data_dir", "backend", "profile_steps"}
+)
 
 
 class CheckpointError(ValueError):

@@ -27,6 +27,7 @@ NUMBER_RULES = {
     "test_subset": ca.positive_int,
     "seed": ca.nonneg_int,
     "stop_after": ca.positive_int,
+    "profile_steps": ca.nonneg_int,
 }
 NAME_RULES = {
     "model": MODELS,
@@ -66,6 +67,7 @@ class TrainConfig:
     stop_after: int | None = None  # stop after this many epochs of this invocation (preemption)
     conv_order: str = "nhwc"
     backend: str = "torch"  # bimask.backends: torch, or kernels (this project's sparse GEMMs)
+    profile_steps: int = 0  # profile the first N steps of each epoch (bimask.profile breakdown)
 
     def __post_init__(self) -> None:
         """Reject bad values here, so the CLI and the Python API fail alike (UsageError)."""

@@ -18,6 +18,7 @@ from bimask.data import load_dataset
 from bimask.machine import describe
 from bimask.models import DEFAULT_OPTIMIZER, build_model
 from bimask.outputs import atomic_write_text
+from bimask.profile import section
 from bimask.sparsify import sparsify
 from bimask.train import probes
 from bimask.train.checkpoint import (
@@ -29,6 +30,7 @@ from bimask.train.checkpoint import (
 )
 from bimask.train.config import TrainConfig
 from bimask.train.distributed import DistInfo, all_reduce_sum, init_distributed, shutdown
+from bimask.train.step_profile import StepProfiler, format_summary
 
 _OPT_DEFAULTS = {"sgd": (0.1, 5e-4), "adamw": (1e-3, 0.05)}
 
@@ -165,6 +167,7 @@ def fit(cfg: TrainConfig, device: torch.device, info: DistInfo) -> tuple[dict, n
         _load_state(resume_state, model, opt, sched, ckpt_path)
         history, start = resume_state["history"], resume_state["epoch"] + 1
     loss_fn = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
+    profiler = StepProfiler(cfg.profile_steps, device)  # --profile-steps: the first N per epoch
     for epoch in range(start, cfg.epochs):
         if cfg.stop_after is not None and epoch - start >= cfg.stop_after:
             break
@@ -179,13 +182,15 @@ def fit(cfg: TrainConfig, device: torch.device, info: DistInfo) -> tuple[dict, n
             disable=not info.is_main,
             file=sys.stderr,
         )
-        for x, y in bar:
-            x, y = x.to(device), y.to(device)
-            loss = loss_fn(net(x), y)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            sched.step()
+        for i, (x, y) in enumerate(bar):
+            with profiler.step(i):
+                x, y = x.to(device), y.to(device)
+                loss = loss_fn(net(x), y)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                with section("optimizer"):
+                    opt.step()
+                sched.step()
             loss_sum += float(loss.detach()) * len(y)
             seen += len(y)
             bar.set_postfix(loss=f"{loss_sum / seen:.4f}")
@@ -203,8 +208,12 @@ def fit(cfg: TrainConfig, device: torch.device, info: DistInfo) -> tuple[dict, n
             "bwd_kept_frac": probes.backward_kept_fraction(model),
             "grad_gap": probes.gradient_gap(model, probe_x, probe_y),
         }
+        if (profiled := profiler.summary()) is not None:  # rank 0's steps under DDP
+            record["step_profile_ms"], record["profiled_steps"] = profiled
         history.append(record)
         if info.is_main:
+            if profiled is not None:
+                print(format_summary(epoch + 1, *profiled), file=sys.stderr, flush=True)
             print(json.dumps(record), flush=True)
             save_checkpoint(
                 ckpt_path,
