@@ -185,8 +185,10 @@ def add_parser(sub, fmt) -> None:
         "model widths (suite/shapes/step.toml), broken into masks, permutation, compression, "
         "gather and the three GEMMs (bimask.profile), with the speed-up over the fastest dense "
         f"step. On a CPU the shapes are scaled by {CPU_SCALE} unless --full-shapes.",
-        epilog="example: python -m suite step --out /tmp/step                # CPU: scaled\n"
-        "         python -m suite step --blocks vit_l.mlp --tokens 256 --scale 1 --out /tmp/s\n"
+        epilog="example: python -m suite step --blocks vit_l.mlp --scale 16 --methods dense bimask "
+        "--backends torch --budget-s 0.2 --out /tmp/step16\n"
+        "         python -m suite step --budget-s 0.5 --time-budget 60 --out /tmp/step-cpu"
+        "   # make bench's CPU step\n"
         "         python -m suite step --device cuda --full-shapes --sweep runs/bench/gpu "
         "--out runs/step/gpu",
     )

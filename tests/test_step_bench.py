@@ -219,3 +219,16 @@ def test_a_bad_shapes_file_is_one_clear_error(tmp_path):
     with pytest.raises(ValueError, match="d_model must be an integer >= 1"):
         load_blocks(bad)
     assert Path(bad).exists()
+
+
+def test_physical_rows_appear_where_the_layers_offer_it():
+    pytest.importorskip("bimask.physical", reason="perm_realisation='physical' not in this tree")
+    from suite.step_bench import physical_available
+
+    assert physical_available() is None
+    df = pd.DataFrame(run_step_bench(_spec(methods=("bimask",))))
+    assert set(df.realisation) == {"gather", "physical"}
+    assert (df.status == "ok").all(), df.reason.tolist()
+    phys = df[df.realisation == "physical"].iloc[0]
+    assert phys.permutation_ms > 0  # the search and the reorder, amortised
+    assert sum(phys[f"{p}_ms"] for p in PARTS) == pytest.approx(phys.step_ms)
