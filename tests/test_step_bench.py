@@ -177,6 +177,11 @@ def _exit_code(argv) -> int:
         (["--sweep", "/nonexistent/run"], "--sweep: no results CSV"),
         (["--scale", "0"], "must be an integer >= 1"),
         (["--patterns", "3:2"], "argument --patterns"),
+        pytest.param(
+            ["--device", "cuda"],
+            "CUDA is not available here",
+            marks=pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA"),
+        ),
     ],
 )
 def test_bad_invocations_exit_2_with_one_line_and_no_files(tmp_path, capsys, extra, fragment):
