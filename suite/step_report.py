@@ -21,7 +21,7 @@ def add_speedups(df: pd.DataFrame) -> pd.DataFrame:
     """speedup = dense_ms / step_ms, dense_ms the fastest ok dense step of the same block in
     this run (``dense_ref`` names its backend); the interval sets both timings at the edges of
     their noise (median -+ IQR/2) against each other."""
-    df = df.copy()
+    df = df.reset_index(drop=True)
     for col in ("dense_ref", "dense_ms", "speedup", "speedup_lo", "speedup_hi"):
         df[col] = pd.Series(np.nan, index=df.index, dtype=object if col == "dense_ref" else float)
     if df.empty or "step_ms" not in df:
@@ -123,7 +123,7 @@ def display(df: pd.DataFrame) -> pd.DataFrame:
         err = r.projection_error
         line["measured/projected"] = "-" if pd.isna(err) else f"{err + 1:.2f}x"
         lines.append(line)
-    return pd.DataFrame(lines)
+    return pd.DataFrame(lines).fillna("-")
 
 
 def header_lines(meta: dict) -> list[str]:
@@ -162,6 +162,10 @@ def markdown(df: pd.DataFrame, meta: dict) -> str:
         lines += [f"## {block}: {first.d_model} -> {first.d_hidden} -> {first.d_model} at "
                   f"{first.tokens:,} tokens", ""]  # fmt: skip
         lines += [md(display(rows).drop(columns=["block"])), ""]
+        notes = sorted({n for n in rows.projection_note if n} if "projection_note" in rows
+                       else set())  # fmt: skip
+        if notes:
+            lines += [f"Projection: {'; '.join(notes)}.", ""]
     lines += [
         "Parts (ms per step): masks, compress, gather, gemm_fwd, gemm_dx, gemm_dw, update are "
         "per-step medians of bimask.profile's sections; extra is any other section a backend "

@@ -237,3 +237,15 @@ def test_physical_rows_appear_where_the_layers_offer_it():
     phys = df[df.realisation == "physical"].iloc[0]
     assert phys.permutation_ms > 0  # the search and the reorder, amortised
     assert sum(phys[f"{p}_ms"] for p in PARTS) == pytest.approx(phys.step_ms)
+
+
+def test_the_table_writes_failures_and_missing_projections_in_words(rows):
+    df = pd.concat([rows, pd.DataFrame([{**rows.iloc[0].to_dict(), "backend": "x",
+                                         "status": "error", "reason": "no GPU"}])])  # fmt: skip
+    df = step_report.add_projection(step_report.add_speedups(df), None, 100)
+    meta = {"device_name": "cpu", "device": "cpu", "dtype": "float32", "scaling": "full",
+            "budget_s": 1, "target_rse": 0.02, "permutation": "greedy", "perm_every": 100,
+            "speedup_ref": "dense on torch", "projection": "no sweep given"}  # fmt: skip
+    text = step_report.markdown(df, meta)
+    assert "error: no GPU" in text and "nan" not in text
+    assert "Projection: no sweep given." in text
