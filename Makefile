@@ -4,11 +4,15 @@
 #               Resumes a killed run; FRESH=1 starts afresh. BENCH_ARGS="--space quick
 #               --patterns 2:4" etc. are passed to suite bench.
 #               On a GPU host the tier is bounded (an 18-minute sweep budget); FULL=1 runs the
-#               full sweep.
+#               full sweep. Then the measured training step (suite step; STEP_ARGS="..." are
+#               passed to it) under runs/bench/step-<tier>.
 SHELL := /bin/bash
 PY = $(shell scripts/ensure-env.sh)
 BENCH_OUT ?= runs/bench
 TIER = $(shell $(PY) -c "import torch; print('gpu' if torch.cuda.is_available() else 'cpu')")
+# suite step in make bench: the real shapes on every backend within 4 minutes on a GPU; on a CPU
+# the shapes scaled by 8 (suite step's CPU default) within one minute
+STEP_TIER_ARGS = $(if $(filter gpu,$(TIER)),--full-shapes --time-budget 240,--budget-s 0.5 --time-budget 60)
 
 .PHONY: install test bench bench-ci lint format clean compare-masks first-look
 
@@ -22,6 +26,8 @@ bench:
 	@# resumes from $(BENCH_OUT)/$(TIER)/cache.jsonl when a run was killed; FRESH=1 starts afresh
 	@# (suite bench checks every argument first, then moves the old cache aside, never deletes it)
 	$(PY) -m suite bench --tier auto --out $(BENCH_OUT)/$(TIER) $(if $(FRESH),--fresh) $(if $(FULL),--full) $(BENCH_ARGS)
+	@# the measured training step of the MLP blocks, with the sweep's projection beside it
+	$(PY) -m suite step --out $(BENCH_OUT)/step-$(TIER) --force --sweep $(BENCH_OUT)/$(TIER) $(STEP_TIER_ARGS) $(STEP_ARGS)
 	$(PY) -m pytest -q benchmarks --benchmark-only --benchmark-columns=min,median,iqr,rounds \
 		--benchmark-json=$(BENCH_OUT)/pytest-benchmark-$(TIER).json -s
 

@@ -5,6 +5,8 @@ input grad:    dX = op_input_grad(dY, W * Mb)      (Mb = Mf for srste and tmask)
 weight grad:   dW = op_weight_grad(X, dY) + decay * (1 - Mf) * W
 The weight gradient is dense (straight-through) so pruned weights can grow back; the SR-STE
 term is added once per call, not per sample, so it does not scale with the batch size.
+The dense method (no masks) runs the same three GEMMs through :func:`dense_op`, so a profile
+(bimask.profile) breaks its step into the same gemm_fwd / gemm_dx / gemm_dw sections.
 """
 
 from __future__ import annotations
@@ -40,6 +42,37 @@ class SparseWeightFunction(torch.autograd.Function):
             with section("gemm_dw"):
                 db = ops.bias_grad(dy)
         return dx, dw, db, None, None, None, None
+
+
+class DenseWeightFunction(torch.autograd.Function):
+    """Y = op(X, W) (+ bias) with the backward's GEMMs on the backend, each in its section."""
+
+    @staticmethod
+    def forward(ctx, x, weight, bias, ops: LayerOps):
+        ctx.save_for_backward(x, weight)
+        ctx.ops, ctx.has_bias = ops, bias is not None
+        with section("gemm_fwd"):
+            return ops.forward(x, weight, bias)
+
+    @staticmethod
+    def backward(ctx, dy):
+        x, weight = ctx.saved_tensors
+        dx = dw = db = None
+        if ctx.needs_input_grad[0]:
+            with section("gemm_dx"):
+                dx = ctx.ops.input_grad(dy, weight, x.shape)
+        if ctx.needs_input_grad[1]:
+            with section("gemm_dw"):
+                dw = ctx.ops.weight_grad(x, dy, weight.shape)
+        if ctx.has_bias and ctx.needs_input_grad[2]:
+            with section("gemm_dw"):
+                db = ctx.ops.bias_grad(dy)
+        return dx, dw, db, None
+
+
+def dense_op(x, weight, bias, ops: LayerOps):
+    """Apply :class:`DenseWeightFunction` (the dense method: no masks)."""
+    return DenseWeightFunction.apply(x, weight, bias, ops)
 
 
 def sparse_op(x, weight, bias, mask_forward, mask_backward, decay: float, ops: LayerOps):

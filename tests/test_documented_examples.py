@@ -34,6 +34,8 @@ GPU = "needs a CUDA GPU"
 SLOW = {  # a distinctive part of an example -> why it is only parsed here
     "--backend torch_tiled --m 3072": "an annealing search over torch_tiled on a 3072x256x768 "
     "GEMM (~40 s on 2 cores)",
+    "--time-budget 60 --out /tmp/step-cpu": "make bench's measured step (about a minute on 2 "
+    "cores; tests/test_step_bench.py runs suite step on a tiny block)",
 }
 
 

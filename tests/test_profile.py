@@ -40,3 +40,20 @@ def test_a_training_step_is_broken_into_masks_permutation_and_gemms():
     totals = prof.totals_ms()
     assert {"masks", "permutation", "gemm_fwd", "gemm_dx", "gemm_dw"} <= set(totals)
     assert all(v >= 0 for v in totals.values())
+
+
+def test_the_dense_method_is_broken_into_the_same_three_gemms():
+    """The dense step's backward GEMMs are sections too (the measured step compares parts)."""
+    torch.manual_seed(0)
+    layer = SparseLinear(32, 16, method="dense")
+    plain = torch.nn.Linear(32, 16)
+    plain.load_state_dict({k: v for k, v in layer.state_dict().items() if k in ("weight", "bias")})
+    x = torch.randn(2, 8, 32)
+    x1, x2 = x.clone().requires_grad_(), x.clone().requires_grad_()
+    with profiling() as prof:
+        layer(x1).square().sum().backward()
+    plain(x2).square().sum().backward()
+    assert {"gemm_fwd", "gemm_dx", "gemm_dw"} == set(prof.totals_ms())
+    for a, b in ((x1.grad, x2.grad), (layer.weight.grad, plain.weight.grad),
+                 (layer.bias.grad, plain.bias.grad)):  # fmt: skip
+        torch.testing.assert_close(a, b)

@@ -81,6 +81,13 @@ def parser() -> argparse.ArgumentParser:
         help="a sweep's winners for the backend's GEMMs (python -m suite export-tuned RUN --out "
         "FILE); read and checked before the run starts",
     )
+    p.add_argument(
+        "--profile-steps",
+        type=ca.nonneg_int,
+        default=d.profile_steps,
+        help="print the per-step time breakdown (masks, permutation, compress, gather, GEMMs, "
+        "optimizer, other) of the first N steps of each epoch; stored in the history",
+    )
     p.add_argument("--out", default=d.out)
     p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
     p.add_argument(

@@ -31,7 +31,16 @@ FIELDS = {
 # Options a resumed run may change: where it runs and writes, not what it trains. Tuned configs
 # only choose how each GEMM is launched (tiles, split-K, algorithm), not what it computes.
 MAY_CHANGE_ON_RESUME = frozenset(
-    {"device", "out", "resume", "stop_after", "data_dir", "backend", "tuned_configs"}
+    {
+        "device",
+        "out",
+        "resume",
+        "stop_after",
+        "data_dir",
+        "backend",
+        "tuned_configs",
+        "profile_steps",
+    }
 )
 
 

@@ -28,6 +28,7 @@ NUMBER_RULES = {
     "test_subset": ca.positive_int,
     "seed": ca.nonneg_int,
     "stop_after": ca.positive_int,
+    "profile_steps": ca.nonneg_int,
 }
 NAME_RULES = {
     "model": MODELS,
@@ -71,6 +72,7 @@ class TrainConfig:
     tuned_configs: str | None = None  # a sweep's winners (python -m suite export-tuned)
     # gather (the paper's) or physical (bimask only; a different method: bimask.physical)
     perm_realisation: str = "gather"
+    profile_steps: int = 0  # profile the first N steps of each epoch (bimask.profile breakdown)
 
     def __post_init__(self) -> None:
         """Reject bad values here, so the CLI and the Python API fail alike (UsageError)."""

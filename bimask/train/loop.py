@@ -19,6 +19,7 @@ from bimask.machine import describe
 from bimask.models import DEFAULT_OPTIMIZER, build_model
 from bimask.outputs import atomic_write_text
 from bimask.physical import PhysicalPermutations
+from bimask.profile import section
 from bimask.sparsify import sparsify
 from bimask.train import probes
 from bimask.train.checkpoint import (
@@ -30,6 +31,7 @@ from bimask.train.checkpoint import (
 )
 from bimask.train.config import TrainConfig
 from bimask.train.distributed import DistInfo, all_reduce_sum, init_distributed, shutdown
+from bimask.train.step_profile import StepProfiler, format_summary
 from bimask.tuned import BACKENDS as TUNED_BACKENDS
 from bimask.tuned import TunedConfigs, check_device, load_tuned
 
@@ -204,6 +206,7 @@ def fit(
     # physical pi: searched and realised between optimizer steps, never inside a forward
     physical = PhysicalPermutations(model, opt) if cfg.perm_realisation == "physical" else None
     loss_fn = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
+    profiler = StepProfiler(cfg.profile_steps, device)  # --profile-steps: the first N per epoch
     for epoch in range(start, cfg.epochs):
         if cfg.stop_after is not None and epoch - start >= cfg.stop_after:
             break
@@ -219,14 +222,16 @@ def fit(
             file=sys.stderr,
         )
         for i, (x, y) in enumerate(bar):
-            x, y = x.to(device), y.to(device)
-            if physical is not None:  # after the previous optimizer.step(), before this forward
-                physical.realise(step=epoch * len(train_loader) + i)
-            loss = loss_fn(net(x), y)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            sched.step()
+            with profiler.step(i):
+                x, y = x.to(device), y.to(device)
+                if physical is not None:  # after the previous optimizer.step(), before this forward
+                    physical.realise(step=epoch * len(train_loader) + i)
+                loss = loss_fn(net(x), y)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                with section("optimizer"):
+                    opt.step()
+                sched.step()
             loss_sum += loss.detach() * len(y)  # summed on the device: no host sync per step
             seen += len(y)
             if not bar.disable and i % SHOW_LOSS_EVERY == 0:
@@ -246,8 +251,12 @@ def fit(
             "bwd_kept_frac": probes.backward_kept_fraction(model),
             "grad_gap": probes.gradient_gap(model, probe_x, probe_y),
         }
+        if (profiled := profiler.summary()) is not None:  # rank 0's steps under DDP
+            record["step_profile_ms"], record["profiled_steps"] = profiled
         history.append(record)
         if info.is_main:
+            if profiled is not None:
+                print(format_summary(epoch + 1, *profiled), file=sys.stderr, flush=True)
             print(json.dumps(record), flush=True)
             save_checkpoint(
                 ckpt_path,
