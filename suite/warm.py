@@ -9,9 +9,10 @@ one), failed rows and rows of the problem itself from this run never feed a warm
 ``sum over m, n, k of |log2(x / x')|`` plus 1 for another pattern and 0.5 for another
 permutation strategy; ties go to this run's rows before another run's, then to the one tuned
 first. The warm list takes each related problem's fastest config in rank order, then each one's
-second fastest, and so on, every config once, at most :func:`warm_count` of the budget. The
-search (``suite.strategies.run_strategy``) evaluates them first, inside the budget, skipping
-those the new problem's space does not allow, then searches around them.
+second fastest, and so on, every config once, at most :func:`warm_count` of them (2 at 20
+evaluations, 5 from 40). The search (``suite.strategies.run_strategy``) evaluates them first,
+with the one-tunable ring of the first, inside the budget, skipping those the new problem's
+space does not hold, then searches around them (:mod:`suite.strategies.warm_phase`).
 
 Sources: this run (the rows of the problems tuned before, in sweep order, so a resumed sweep
 derives the same lists) and ``--warm-from RUN_OR_CACHE`` (another run's folder, its
@@ -38,7 +39,7 @@ NEEDED = ("op", "backend", "kernel_source", "pass", "pattern", "m", "n", "k", "d
 
 def warm_count(max_evals: int | None) -> int:
     """How many warm configs a search of ``max_evals`` evaluations starts with (0: none)."""
-    return 0 if max_evals is None else max(1, min(5, max_evals // 4))
+    return 0 if max_evals is None else max(1, min(5, max_evals // 8))
 
 
 @dataclass(frozen=True)

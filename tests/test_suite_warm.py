@@ -70,6 +70,18 @@ def test_the_budget_is_never_exceeded_warm_evaluations_included(name, budget):
     assert list(objective.seen)[: min(budget, 3)] == WARM[:budget]
 
 
+def test_the_warm_phase_scans_the_first_warm_configs_ring_within_three_quarters_of_the_budget():
+    objective = Objective(bowl, max_evals=12)
+    run_strategy("random_sample", SPACE, objective, 3, [Config.of({"x": 0, "y": 0}), WARM[0]])
+    seen = list(objective.seen)
+    assert seen[:2] == [Config.of({"x": 0, "y": 0}), WARM[0]]
+    ring = seen[2:9]  # floor(0.75 * 12) = 9 warm-phase evaluations, the 2 warm configs included
+    assert all(sum(c[n] != 0 for n in ("x", "y")) == 1 for c in ring)
+    unbudgeted = Objective(bowl)
+    run_strategy("brute_force", SPACE, unbudgeted, 0, [WARM[0]])
+    assert list(unbudgeted.seen)[:2] == [WARM[0], Config.of({"x": 0, "y": 0})]  # no ring
+
+
 def test_a_warm_config_outside_the_space_is_skipped_at_no_cost():
     objective = Objective(bowl, max_evals=4)
     run_strategy("tpe", SPACE, objective, 0, [Config.of({"x": 42, "y": 0}), WARM[0]])
@@ -116,7 +128,7 @@ def test_related_problems_are_ranked_same_pass_first_then_nearest_shape():
     target = ("fwd", "float32", "2:4", "-", 256, 64, 256)
     got = [w.config["x"] for w in pool.configs_for(target, "b1", "s1", 5)]
     assert got == [3, 1, 2, 4]  # each related problem's best in rank order, then second bests
-    assert warm_count(None) == 0 and warm_count(48) == 5 and warm_count(6) == 1
+    assert warm_count(None) == 0 and warm_count(48) == 5 and warm_count(20) == 2
 
 
 def test_the_sweep_chains_shapes_so_each_problem_has_a_related_one_before_it():

@@ -13,6 +13,7 @@ from suite.strategies.brute_force import brute_force
 from suite.strategies.population_tabu import population_tabu
 from suite.strategies.random_sample import random_sample
 from suite.strategies.tpe import tpe
+from suite.strategies.warm_phase import warm_configs, warm_phase
 
 STRATEGIES: dict[str, Strategy] = {
     "brute_force": brute_force,
@@ -32,31 +33,18 @@ def run_strategy(
 ) -> tuple[Config | None, float]:
     """Run strategy ``name`` under the objective's budget; returns the best (config, cost).
 
-    ``warm`` (a warm start: the best configs of related problems, best first) is evaluated
-    first, inside the same budget; configs the space does not allow are skipped and cost
+    ``warm`` (a warm start: the best configs of related problems, nearest first) is evaluated
+    first, with the one-tunable ring of its first config, inside the same budget
+    (:mod:`suite.strategies.warm_phase`); configs the space does not hold are skipped and cost
     nothing. The strategy then searches around them (each one starts from the configs already
     in ``objective.seen``)."""
     if name not in STRATEGIES:
         raise ValueError(f"unknown strategy {name!r}; choose one of {sorted(STRATEGIES)}")
+    rng = random.Random(seed)
     with contextlib.suppress(BudgetExhausted):  # running out of budget ends a search normally
-        for config in warm_configs(space, warm):
-            objective(config)
-        STRATEGIES[name](space, objective, random.Random(seed))
+        warm_phase(space, objective, warm, rng)
+        STRATEGIES[name](space, objective, rng)
     return objective.best()
-
-
-def warm_configs(space: SearchSpace, warm: Sequence[Config]) -> list[Config]:
-    """The warm-start configs that are in this space, in order, each once: the same tunables,
-    each value one of the tunable's, and every restriction met (a config of another problem's
-    space may break this one's rules)."""
-    return [c for c in dict.fromkeys(warm) if _in_space(space, c)]
-
-
-def _in_space(space: SearchSpace, config: Config) -> bool:
-    point = config.to_dict()
-    if set(point) != set(space.tunables):
-        return False
-    return all(point[n] in space.tunables[n] for n in point) and space.allows(point)
 
 
 __all__ = ["STRATEGIES", "BudgetExhausted", "Objective", "run_strategy", "warm_configs"]
