@@ -77,6 +77,8 @@ def test_the_warm_phase_scans_the_first_warm_configs_ring_within_three_quarters_
     assert seen[:2] == [Config.of({"x": 0, "y": 0}), WARM[0]]
     ring = seen[2:9]  # floor(0.75 * 12) = 9 warm-phase evaluations, the 2 warm configs included
     assert all(sum(c[n] != 0 for n in ("x", "y")) == 1 for c in ring)
+    assert set(ring[:2]) == {Config.of({"x": 1, "y": 0}), Config.of({"x": 0, "y": 1})}  # 1 step
+    assert [max(c["x"], c["y"]) for c in ring] == sorted(max(c["x"], c["y"]) for c in ring)
     unbudgeted = Objective(bowl)
     run_strategy("brute_force", SPACE, unbudgeted, 0, [WARM[0]])
     assert list(unbudgeted.seen)[:2] == [WARM[0], Config.of({"x": 0, "y": 0})]  # no ring

@@ -1,7 +1,9 @@
 """The warm phase every strategy starts with when given a warm start (the best configs of related
 problems, nearest first): evaluate them, then the one-tunable ring of the first (the nearest
 related problem's best: on another device or at a neighbouring shape the best config is often
-one tunable away from it), then hand over to the strategy, which searches around all of them.
+one tunable away from it; the moves of one step along a value list first, then two, and so on,
+in seeded random order within a step), then hand over to the strategy, which searches around
+all of them.
 
 Budget: the warm configs and the ring together take at most :data:`SHARE` of the evaluation
 budget, so the strategy always gets the rest; an unbudgeted search skips the ring. Configs the
@@ -49,8 +51,10 @@ def warm_phase(
     enc = encoded(space)
     centre = enc.index[enc.row[configs[0]]]
     ring = np.flatnonzero(enc.unseen(objective.seen) & ((enc.index != centre).sum(1) == 1))
+    steps = np.abs(enc.index[ring] - centre).sum(1)  # how far along its value list it moves
     order = [int(r) for r in ring]
-    rng.shuffle(order)
+    rng.shuffle(order)  # ties in random order: sorting below is stable
+    order.sort(key=lambda r: int(steps[np.searchsorted(ring, r)]))
     room = math.floor(SHARE * objective.max_evals) - len(objective.seen)
     for r in order[: max(room, 0)]:
         objective(enc.configs[r])
