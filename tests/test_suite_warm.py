@@ -347,3 +347,32 @@ def test_the_report_marks_exactly_the_winners_that_came_from_a_warm_start(tmp_pa
     )
     shown = per_shape_display(per_shape)
     assert list(shown.best_sparse) == [f"s {WARM_MARK}"] and list(shown.best_dense) == ["d"]
+
+
+def test_a_resumed_warm_sweep_replays_the_same_searches_so_the_plan_finds_them_all_cached(
+    tmp_path, monkeypatch
+):
+    from suite.cache import ResultCache
+    from suite.device import fingerprint
+    from suite.plan import make_plan
+
+    layers = (Layer("a", 512, 512, 128), Layer("b", 512, 768, 128))  # 12+ configs each
+    spec = SweepSpec(
+        layers,
+        ("2:4",),
+        ("identity",),
+        ("torch_tiled",),
+        "float32",
+        "cpu",
+        TuneSettings("annealing", 4, budget_s=0.002, min_reps=2),
+        passes=("fwd",),
+    )
+    monkeypatch.setattr(sweep_mod, "_cached_mask_rows", lambda *a: [])  # GEMMs only
+    cache = ResultCache(tmp_path / "cache.jsonl", fingerprint("cpu"))
+    df = run_sweep(spec, cache, progress=False)
+    gemm = df[df.op == "nm_gemm"]
+    assert gemm.warm_start.astype(bool).sum() >= 1  # the second problem started from the first
+    plan = make_plan(spec, ResultCache(tmp_path / "cache.jsonl", fingerprint("cpu")))
+    assert all(t.cached and t.configs == 0 for t in plan.tasks if t.kind == "gemm")
+    cold = make_plan(replace(spec, warm_start=False), cache)
+    assert any(t.configs > 0 for t in cold.tasks if t.kind == "gemm")  # other searches: missing
