@@ -74,7 +74,7 @@ def _number(value: object, optional: bool = True) -> bool:
 
 
 _OPTIONAL_NUMBERS = ("iqr_ms", "min_ms", "tflops", "rel_error", "reps")
-_OPTIONAL_STRINGS = ("backend", "reason")
+_OPTIONAL_STRINGS = ("backend", "reason", "kernel_source")
 
 
 def measurement_problem(row: object) -> str | None:

@@ -17,7 +17,7 @@ from bimask import cli_args as ca
 from bimask.outputs import check_input_file, check_output_dir, check_output_file
 from kernels import build as kernel_build
 from suite import budget as bench_budget
-from suite import landscapes, run_folder, search_cli, shards, step_cli, store, tuned_export
+from suite import landscapes, run_folder, search_cli, shards, step_cli, store, tuned_export, warm
 from suite.backends import BACKENDS, get_backend
 from suite.cache import CacheMismatchError, ResultCache
 from suite.device import capture, fingerprint
@@ -49,6 +49,7 @@ def _shard(given: tuple[int, int] | None) -> tuple[int, int]:
 
 def cmd_bench(args) -> int:
     run_folder.check(args.out, args.cache)
+    warm_opts = warm.spec_options(args)  # reads --warm-from: a bad file is an error here
     if args.kernel_cache:
         kernel_build.use_cache_dir(args.kernel_cache, existing=True)
     tier = args.tier
@@ -86,6 +87,7 @@ def cmd_bench(args) -> int:
         TuneSettings(strategy, max_evals, None, args.seed, budget_s=budget_s),
         passes=tuple(args.passes or PASSES),
         space=bench_budget.default_space(args.space, time_budget),
+        **warm_opts,
     )
     shard = _shard(args.shard)
     out = Path(args.out)
@@ -108,6 +110,7 @@ def cmd_bench(args) -> int:
         "shard": list(shard),
         "backends": list(backends),
         **plan.meta(),
+        **warm.search_meta(plan.spec),
     }
     store.save(df, out_shard, meta)
     bench_budget.write_skipped(plan, out_shard)
@@ -406,6 +409,7 @@ def parser() -> argparse.ArgumentParser:
         "--budget-s", type=ca.positive_float, help="timing budget per config (tier default)"
     )
     b.add_argument("--seed", type=ca.nonneg_int, default=0)
+    warm.add_options(b)
     b.add_argument(
         "--shard", type=ca.shard, metavar="I/N", help="run every n-th task starting at i"
     )

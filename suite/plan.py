@@ -28,6 +28,7 @@ from suite.space import Config
 from suite.strategies import Objective, run_strategy
 from suite.sweep import SweepSpec, _backend, mask_key, sweep_work
 from suite.tuner import cache_base_key, unsupported_reason
+from suite.warm import warm_for
 
 HEADLINE_PATTERN = "2:4"
 HEADLINE_PASSES = {("fwd", "-"), ("bwd-data", "greedy")}
@@ -176,16 +177,19 @@ def _space_size(backend, problem: GemmProblem, memo: dict) -> int:
     return memo[key][1]
 
 
-def _missing_configs(problem, backend, spec, cache, model, index, memo) -> int:
-    """Configs ``tune`` would measure: all it evaluates unless the cache has them."""
+def _missing_configs(problem, backend, spec, cache, model, index, memo, pool) -> int:
+    """Configs ``tune`` would measure: all it evaluates unless the cache has them (the replay
+    starts from the warm list the sweep will give it: ``pool`` holds the cached rows of the
+    problems before it)."""
     size = _space_size(backend, problem, memo)
     max_evals = spec.settings.max_evals
     evals = size if max_evals is None else min(max_evals, size)
     if cache is None or (_row_id(problem.key()), backend.name) not in index:
         return evals
     version = memo.setdefault(("version", backend.name), backend.version())
+    source = memo.setdefault(("source", backend.name), backend.kernel_source())
     base = cache_base_key(problem, backend, version)
-    missing, guess = 0, model.kernel_s(problem, backend.name) * 1e3
+    missing, guess, found = 0, model.kernel_s(problem, backend.name) * 1e3, []
 
     def cost(config: Config) -> float:  # replay the strategy: cached configs cost nothing
         nonlocal missing
@@ -193,10 +197,19 @@ def _missing_configs(problem, backend, spec, cache, model, index, memo) -> int:
         if row is None:
             missing += 1
             return guess
+        found.append({"kernel_source": source, **row})
         return row["median_ms"] if row.get("status") == "ok" else math.inf
 
+    warm = warm_for(pool, problem, backend, spec.settings, spec.warm_start)
     objective = Objective(cost, max_evals)
-    run_strategy(spec.settings.strategy, backend.space(problem), objective, spec.settings.seed)
+    run_strategy(
+        spec.settings.strategy,
+        backend.space(problem),
+        objective,
+        spec.settings.seed,
+        [w.config for w in warm],
+    )
+    pool.add(found)
     return missing
 
 
@@ -223,6 +236,7 @@ def _estimate(spec: SweepSpec, cache: ResultCache | None, shard, budget_s, clock
     if budget_s is not None:
         tasks.sort(key=lambda t: t.rank)  # stable: a problem's backends stay together
     set_up: set = set()  # (problem, operand) whose inputs and reference are paid for
+    pool = spec.warm_pool()  # as the sweep's: the rows of the problems before each one
     groups: dict = {}
     for t in tasks:
         t.group = groups.setdefault(t.task[0] if t.kind == "gemm" else t.task, len(groups))
@@ -236,7 +250,9 @@ def _estimate(spec: SweepSpec, cache: ResultCache | None, shard, budget_s, clock
             backend = _backend(name, spec)
             t.unsupported = unsupported_reason(problem, backend) is not None
             if not t.unsupported:
-                t.configs = _missing_configs(problem, backend, spec, cache, model, index, memo)
+                t.configs = _missing_configs(
+                    problem, backend, spec, cache, model, index, memo, pool
+                )
             t.cached = not t.unsupported and t.configs == 0
             setup = (problem, backend.dense_operand)
             t.estimate_s = t.configs * model.config_s(problem, name)

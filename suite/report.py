@@ -12,6 +12,7 @@ from suite import report_plots
 from suite.budget import skipped_section
 from suite.ratios import SPREAD_NOTE, converged, ratio_interval
 from suite.report_headline import SHAPE, best_vs_best, headline, headline_display
+from suite.report_search import search_section
 from suite.report_tables import (
     best_display,
     md,
@@ -74,6 +75,8 @@ def best_table(df: pd.DataFrame) -> pd.DataFrame:
         "k",
         "backend",
         "config",
+        "warm_start",
+        "warm_from",
         "median_ms",
         "iqr_ms",
         "min_ms",
@@ -192,6 +195,7 @@ def write_report(df: pd.DataFrame, meta: dict, out_dir: str | Path, perm_every: 
         f"- rows: {len(df)} ({int((df.status == 'ok').sum())} ok, {len(failures)} failed)",
         "",
         *skipped_section(out),
+        *search_section(meta, best),
         "## Headline: best sparse against best dense",
         "",
         "Per pass and pattern, over shapes (a layer at one token count; for bwd-data each "

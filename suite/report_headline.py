@@ -23,6 +23,7 @@ from suite.ratios import (
     ratio_interval,
     verdict,
 )
+from suite.report_tables import is_true
 
 SHAPE = ["layer", "pass", "pattern", "perm", "m", "n", "k", "dtype", "device"]
 
@@ -65,10 +66,12 @@ def best_vs_best(best: pd.DataFrame) -> pd.DataFrame:
             {
                 **dict(zip(keys, key, strict=True)),
                 "sparse_backend": sparse.backend,
+                "sparse_warm": is_true(sparse.get("warm_start")),
                 "sparse_median_ms": sparse.median_ms,
                 "sparse_iqr_ms": sparse.get("iqr_ms", math.nan),
                 "sparse_min_ms": sparse.get("min_ms", math.nan),
                 "dense_backend": dense.backend,
+                "dense_warm": is_true(dense.get("warm_start")),
                 "dense_median_ms": dense.median_ms,
                 "dense_iqr_ms": dense.get("iqr_ms", math.nan),
                 "dense_min_ms": dense.get("min_ms", math.nan),

@@ -6,10 +6,33 @@ functions turn them into the strings a reader sees, and add the footnote where a
 
 from __future__ import annotations
 
+import numpy as np
 import pandas as pd
 from tabulate import tabulate
 
 from suite.ratios import DAGGER, NOT_CONVERGED_NOTE, column, format_ms, format_ratios
+
+WARM_MARK = "(w)"
+WARM_NOTE = (
+    f"{WARM_MARK}: this winner came from a warm start (the best config of the related problem "
+    "named in `warm_from`, evaluated before the search); the others were found by the search."
+)
+
+
+def is_true(value: object) -> bool:
+    """A flag read back from a CSV: True, numpy's True or "True"; anything else (NaN) is False."""
+    return bool(value is True or (isinstance(value, np.bool_) and value) or value == "True")
+
+
+def warm_flags(df: pd.DataFrame, name: str = "warm_start") -> pd.Series:
+    """The boolean warm-start column (False where a row has none: older runs, mask rows)."""
+    if name not in df:
+        return pd.Series(False, index=df.index)
+    return df[name].map(is_true).astype(bool)
+
+
+def _mark(names: pd.Series, flags: pd.Series) -> pd.Series:
+    return names.astype(str) + flags.map({True: f" {WARM_MARK}", False: ""})
 
 
 def md(df: pd.DataFrame, floatfmt: str = ".3g") -> str:
@@ -27,6 +50,8 @@ def table_lines(df: pd.DataFrame) -> list[str]:
     lines = [text, ""]
     if DAGGER in text:
         lines += [NOT_CONVERGED_NOTE, ""]
+    if WARM_MARK in text:
+        lines += [WARM_NOTE, ""]
     return lines
 
 
@@ -44,7 +69,11 @@ def best_display(best: pd.DataFrame) -> pd.DataFrame:
     for name in ("speedup_vs_dense", "vs_cusparselt"):
         if name in best:
             out[name] = _ratio(best, name)
+    if "warm_start" in best:
+        out["config"] = _mark(best.config, warm_flags(best))
+        out["warm_from"] = best.get("warm_from").where(warm_flags(best), "-")
     drop = [c for c in best if c.endswith(("_lo", "_hi", "_ok"))] + ["converged", "min_ms"]
+    drop += ["warm_start"]
     return out.drop(columns=[c for c in drop if c in out])
 
 
@@ -62,9 +91,9 @@ def per_shape_display(per_shape: pd.DataFrame) -> pd.DataFrame:
 
     cols = [c for c in ("layer", "pass", "pattern", "perm", "m", "n", "k") if c in per_shape]
     return per_shape[cols].assign(
-        best_sparse=per_shape.sparse_backend,
+        best_sparse=_mark(per_shape.sparse_backend, warm_flags(per_shape, "sparse_warm")),
         sparse_ms=side("sparse"),
-        best_dense=per_shape.dense_backend,
+        best_dense=_mark(per_shape.dense_backend, warm_flags(per_shape, "dense_warm")),
         dense_ms=side("dense"),
         dense_over_sparse=format_ratios(per_shape, "ratio", per_shape.converged.astype(bool)),
         fastest=per_shape.winner

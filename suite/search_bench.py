@@ -5,7 +5,8 @@ found over the landscape's optimum, taken from the landscape's own rows. Per (la
 strategy, budget) the table gives the median of that ratio over the seeds, its interquartile
 range and the share of seeds within 5% of the optimum, plus the geometric mean of the medians
 over the landscapes. A warm start evaluates the best configs of a related landscape first
-(``--warm-from``: the same kernel on another GPU), inside the same budget.
+(``--warm``: the same kernel on another GPU; as many as a sweep's warm start takes,
+:func:`suite.warm.warm_count`), then the one-tunable ring of the best, inside the same budget.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from pathlib import Path
 from suite.landscapes import Landscape
 from suite.simulate import simulate_landscape
 from suite.tuner import TuneSettings
+from suite.warm import warm_count
 
 SIZES = {  # --quick for tests, the default for the benchmark run
     "quick": {"budgets": (20,), "seeds": 3},
@@ -57,7 +59,7 @@ class Cell:
         return sum(r <= WITHIN for r in self.ratios) / len(self.ratios)
 
 
-def warm_configs(source: Landscape, count: int = 5) -> list:
+def warm_configs(source: Landscape, count: int) -> list:
     """The ``count`` fastest configs of a related landscape (to evaluate first)."""
     return source.ranked()[:count]
 
@@ -66,7 +68,7 @@ def run_cell(
     landscape: Landscape, strategy: str, budget: int, seeds: int, warm: Landscape | None = None
 ) -> Cell:
     """``seeds`` independent searches of ``budget`` evaluations each."""
-    start = warm_configs(warm) if warm is not None else []
+    start = warm_configs(warm, warm_count(budget)) if warm is not None else []
     ratios = []
     for seed in range(seeds):
         objective = simulate_landscape(landscape, TuneSettings(strategy, budget, None, seed), start)

@@ -67,7 +67,11 @@ def cmd_search_bench(args) -> int:
     )
     if warm:
         pairs = ", ".join(f"{src.name} for {t}" for t, src in warm.items())
-        header += f" Warm: the 5 best configs of {pairs} are evaluated first, inside the budget."
+        header += (
+            f" Warm: the best configs of {pairs} (2 at 20 evaluations, 5 from 40: as many as a "
+            "sweep's warm start takes) are evaluated first, then the one-tunable ring of the "
+            "best, inside the budget."
+        )
     header += "\n"
     csv_path, md_path = search_bench.write(cells, out, header)
     print(f"{len(cells)} cells -> {csv_path}, {md_path}")
@@ -110,7 +114,7 @@ def add_parser(sub, fmt) -> None:
     s.add_argument(
         "--warm",
         action="store_true",
-        help="also run each GEMM landscape warm-started from another GPU's best 5 configs",
+        help="also run each GEMM landscape warm-started from another GPU's best configs",
     )
     s.add_argument("--out", default="runs/search-bench")
     s.add_argument("--quiet", action="store_true")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
 import math
 import warnings
@@ -13,7 +12,7 @@ from suite.cache import ResultCache
 from suite.landscapes import Landscape
 from suite.problem import GemmProblem
 from suite.space import Config, SearchSpace
-from suite.strategies import BudgetExhausted, Objective, run_strategy
+from suite.strategies import Objective, run_strategy
 from suite.tuner import TuneSettings, mark_best
 
 
@@ -71,11 +70,7 @@ def simulate_landscape(
     landscape) are evaluated first, inside the same budget, and the strategy sees them.
     """
     objective = Objective(landscape.cost, settings.max_evals, settings.max_seconds)
-    with contextlib.suppress(BudgetExhausted):
-        for config in warm:
-            if landscape.space.allows(config.to_dict()):
-                objective(config)
-    run_strategy(settings.strategy, landscape.space, objective, settings.seed)
+    run_strategy(settings.strategy, landscape.space, objective, settings.seed, warm)
     return objective
 
 

@@ -18,8 +18,10 @@ from suite.cache import ResultCache
 from suite.compressors import compressors_for
 from suite.problem import PASSES, GemmProblem, Layer, problems_for_layer
 from suite.store import add_speedups
+from suite.sweep_order import order_tasks
 from suite.timing import measure
 from suite.tuner import TuneSettings, mark_best, tune
+from suite.warm import WarmPool, warm_for
 
 
 @dataclass(frozen=True)
@@ -34,6 +36,15 @@ class SweepSpec:
     perm_every: int = 100  # permutation search cost is amortised over this many steps
     passes: tuple[str, ...] = PASSES  # which training GEMMs to sweep
     space: str = "full"  # "quick": each backend's quick_space where it has one
+    warm_start: bool = True  # budgeted searches start from related problems' best (suite/warm.py)
+    warm_rows: tuple = field(default=(), compare=False)  # --warm-from: another run's rows
+    warm_origin: str = ""  # where warm_rows came from (the report names it)
+
+    def warm_pool(self) -> WarmPool:
+        """A pool holding the --warm-from rows (this run's are added as problems are tuned)."""
+        pool = WarmPool()
+        pool.add(list(self.warm_rows), self.warm_origin)
+        return pool
 
 
 def gemm_tasks(spec: SweepSpec) -> list[tuple[GemmProblem, str]]:
@@ -47,7 +58,7 @@ def gemm_tasks(spec: SweepSpec) -> list[tuple[GemmProblem, str]]:
                     if (problem, backend) not in seen:
                         seen.add((problem, backend))
                         tasks.append((problem, backend))
-    return tasks
+    return order_tasks(tasks)
 
 
 def mask_tasks(spec: SweepSpec) -> list[tuple[Layer, str, str]]:
@@ -235,11 +246,16 @@ def run_sweep(
         bar = tqdm(work, desc="sweep", disable=not progress, file=sys.stderr, dynamic_ncols=True)
         steps = bar
     rows: list[dict] = []
+    pool = spec.warm_pool()
     for kind, task in steps:
         if kind == "gemm":
-            problem, backend = task
-            bar.set_postfix_str(f"{problem.layer} {problem.pass_} {problem.pattern} {backend}")
-            rows += tune(problem, _backend(backend, spec), cache, spec.settings, spec.device)
+            problem, name = task
+            bar.set_postfix_str(f"{problem.layer} {problem.pass_} {problem.pattern} {name}")
+            backend = _backend(name, spec)
+            warm = warm_for(pool, problem, backend, spec.settings, spec.warm_start)
+            tuned = tune(problem, backend, cache, spec.settings, spec.device, warm)
+            pool.add(tuned)
+            rows += tuned
         else:
             layer, pattern, perm = task
             bar.set_postfix_str(f"{layer.name} masks {pattern} {perm}")

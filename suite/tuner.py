@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
@@ -183,17 +184,25 @@ def tune(
     cache: ResultCache | None = None,
     settings: TuneSettings = TuneSettings(),
     device: str = "cpu",
+    warm: Sequence = (),
 ) -> list[dict]:
-    """Search the backend's space for ``problem``; returns one row per evaluated config."""
+    """Search the backend's space for ``problem``; returns one row per evaluated config.
+
+    ``warm``: :class:`suite.warm.WarmConfig` s (the best configs of related problems) evaluated
+    first, inside the budget; their rows say ``warm_start`` True and ``warm_from`` where the
+    config came from. Every row records the backend's ``kernel_source``."""
+    source = backend.kernel_source()
     why = unsupported_reason(problem, backend)
     if why:
         row = _failed(base_row(problem, backend, None, device), "unsupported", why)
+        row.update(kernel_source=source, warm_start=False, warm_from="")
         mark_best([row])
         return [row]
     inputs: GemmInputs | None = None
     ref = None
     base_key = cache_base_key(problem, backend)
     rows: list[dict] = []
+    warm_from = {w.config: w.source for w in reversed(warm)}  # the first mention names it
 
     def cost(config: Config) -> float:
         nonlocal inputs, ref
@@ -203,13 +212,22 @@ def tune(
             if inputs is None:  # built lazily: a fully cached problem costs nothing
                 inputs, ref = inputs_and_reference(problem, device, backend.dense_operand)
             row = evaluate(problem, backend, config, inputs, ref, settings, device)
+            row["kernel_source"] = source
             if cache is not None:
                 cache.put(key, row)
-        row = dict(row)
+        # a cached row of an older run has no source; its key holds this backend's version
+        row = {"kernel_source": source, **row}
+        row.update(warm_start=config in warm_from, warm_from=warm_from.get(config, ""))
         rows.append(row)
         return row["median_ms"] if row["status"] == "ok" else math.inf
 
     objective = Objective(cost, settings.max_evals, settings.max_seconds)
-    run_strategy(settings.strategy, backend.space(problem), objective, settings.seed)
+    run_strategy(
+        settings.strategy,
+        backend.space(problem),
+        objective,
+        settings.seed,
+        [w.config for w in warm],
+    )
     mark_best(rows)
     return rows

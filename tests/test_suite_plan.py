@@ -50,7 +50,7 @@ def simulated(monkeypatch):
         clock.now += t.estimate_s * state["factor"]
         state["ran"].append(t)
 
-    def fake_tune(problem, backend, cache, settings, device):
+    def fake_tune(problem, backend, cache, settings, device, warm=()):
         advance("gemm", (problem, backend.name))
         row = {**base_row(problem, backend, None, device), "median_ms": 1.0, "iqr_ms": 0.0}
         return [{**row, "is_best": True, "tie_with_best": False}]

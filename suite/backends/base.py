@@ -44,6 +44,9 @@ class Backend:
     supports: Callable[[GemmProblem], str | None] = lambda p: None  # None or why not
     available: Callable[[], str | None] = lambda: None  # None or why not
     version: Callable[[], str] = lambda: torch.__version__  # part of the cache key
+    # what the kernel is built from, without the toolchain (None: the version): rows of the same
+    # backend and source, on any device, may warm-start each other's searches (suite/warm.py)
+    source: Callable[[], str] | None = None
     dtypes: tuple[str, ...] = ("float32", "bfloat16", "float16")
     description: str = ""
     baseline: bool = False  # the dense reference the speed-ups are computed against
@@ -55,3 +58,7 @@ class Backend:
     # a handful of known-good configs for a time-bounded first look (None: the full space)
     quick_space: Callable[[GemmProblem], SearchSpace] | None = None
     extra: dict = field(default_factory=dict)
+
+    def kernel_source(self) -> str:
+        """The kernel source identity the rows record (``kernel_source``)."""
+        return (self.source or self.version)()

@@ -113,8 +113,12 @@ def _sparse_supports(problem) -> str | None:
     return None
 
 
+def _source(family: str) -> str:
+    return source_hash(VARIANTS[GEMM_FAMILIES[family]["sparse"]])
+
+
 def _version(family: str) -> str:
-    return f"{source_hash(VARIANTS[GEMM_FAMILIES[family]['sparse']])} {nvcc_version()}"
+    return f"{_source(family)} {nvcc_version()}"
 
 
 def _family_backends(family: str, suffix: str, sparse_about: str, dense_about: str):
@@ -132,6 +136,7 @@ def _family_backends(family: str, suffix: str, sparse_about: str, dense_about: s
             supports=_sparse_supports,
             available=partial(_available, roles["sparse"]),
             version=partial(_version, family),
+            source=partial(_source, family),
             dtypes=("bfloat16", "float16"),
             description=sparse_about,
         ),
@@ -146,6 +151,7 @@ def _family_backends(family: str, suffix: str, sparse_about: str, dense_about: s
             ),
             available=partial(_available, roles["dense"]),
             version=partial(_version, family),
+            source=partial(_source, family),
             dense_operand=True,
             dtypes=("bfloat16", "float16"),
             description=dense_about,
