@@ -16,8 +16,8 @@ from bimask import PERMUTATIONS
 from bimask import cli_args as ca
 from bimask.outputs import check_input_file, check_output_dir, check_output_file
 from kernels import build as kernel_build
+from suite import advise, landscapes, run_folder, search_cli, shards, store
 from suite import budget as bench_budget
-from suite import landscapes, run_folder, search_cli, shards, store
 from suite.backends import BACKENDS, get_backend
 from suite.cache import CacheMismatchError, ResultCache
 from suite.device import capture, fingerprint
@@ -548,6 +548,7 @@ def parser() -> argparse.ArgumentParser:
     f.set_defaults(func=_first_look)
 
     search_cli.add_parser(sub, fmt)
+    advise.add_parser(sub, fmt)
 
     d = sub.add_parser("devices", help="show the device records and which backends run here")
     d.set_defaults(func=cmd_devices)
