@@ -185,7 +185,7 @@ def answers(df: pd.DataFrame, device: str) -> list[str]:
     timed = df.dropna(subset=["speedup"])
     lines = []
     for x in BUDGETS:
-        fits = timed[timed.gap >= -x]
+        fits = timed[timed.gap >= -x - 1e-9]  # a gap of exactly -x fits
         best = fits.loc[fits.speedup.idxmax()]
         name = "dense" if best.variant == "dense" else f"{best.variant} at {best.pattern}"
         how = (f"{best.speedup:.2f}x the dense step ({best.speedup_lo:.2f}-"
@@ -205,13 +205,16 @@ def answers(df: pd.DataFrame, device: str) -> list[str]:
     return lines
 
 
-def bench_device(bench: Path, results: pd.DataFrame) -> str:
-    meta = store.load_meta(bench / "results.csv") if bench.is_dir() else {}
+def bench_device(bench: Path, results: pd.DataFrame | None, step: pd.DataFrame | None) -> str:
+    """The bench run's device: its sidecar's record, else a device column."""
+    meta = store.load_meta(bench / "results.csv") if (bench / "results.csv").is_file() else {}
     dev = meta.get("device_before") or {}
     if dev.get("name"):
-        cores = f" ({dev['cores']} cores)" if dev.get("cores") else ""
-        return f"{dev['name']}{cores}"
-    return str(results.device.dropna().iloc[0]) if "device" in results else "the bench device"
+        return dev["name"] + (f" ({dev['cores']} cores)" if dev.get("cores") else "")
+    for df in (step, results):
+        if df is not None and "device" in df and df.device.notna().any():
+            return str(df.device.dropna().iloc[0])
+    return "the bench device"
 
 
 def advise(acc_path: Path, bench: Path, patterns=None, layers=None) -> tuple[pd.DataFrame, dict]:
@@ -220,20 +223,21 @@ def advise(acc_path: Path, bench: Path, patterns=None, layers=None) -> tuple[pd.
     models = sorted(set(acc.model))
     if len(models) != 1:
         raise ValueError(f"{acc_path} mixes models {models}; give one model's run")
-    results, _ = store.load(bench)
     step_csv = find_step_csv(bench if bench.is_dir() else bench.parent)
-    speed = (
-        measured_speed(step_csv, models[0])
-        if step_csv
-        else projected_speed(results, models[0], layers)
-    )
+    has_results = bench.is_file() or (bench / "results.csv").is_file()
+    results = store.load(bench)[0] if step_csv is None or has_results else None
+    if step_csv:
+        speed = measured_speed(step_csv, models[0])
+    else:
+        speed = projected_speed(results, models[0], layers)
     chosen = check_patterns(acc, speed, patterns)
     table = join(acc, speed, chosen)
-    device = bench_device(bench, results)
+    device = bench_device(bench, results, pd.read_csv(step_csv) if step_csv else None)
     info = {"model": models[0], "device": device, "source": speed.speed_source.iloc[0],
-            "accuracy": str(acc_path), "bench": str(bench), "dataset": acc.dataset.iloc[0]
-            if "dataset" in acc else "-", "epochs": acc.epochs.iloc[0] if "epochs" in acc
-            else "-", "answers": answers(table, device)}  # fmt: skip
+            "accuracy": str(acc_path), "bench": str(bench),
+            "dataset": acc.dataset.iloc[0] if "dataset" in acc else "-",
+            "epochs": acc.epochs.iloc[0] if "epochs" in acc else "-",
+            "answers": answers(table, device)}  # fmt: skip
     return table, info
 
 
