@@ -29,14 +29,16 @@ def write_markdown(table: pd.DataFrame, info: dict) -> str:
                 table.speedup, table.speedup_lo, table.speedup_hi, strict=True)],
         "pareto": table.pareto.map({True: "yes", False: ""}),
     })  # fmt: skip
-    sources = sorted(set(table.speed_source) - {"reference"})
+    missing = sorted(set(table.speed_source) - {"reference", info["source"]})
+    proxy = (" The sweep does not time the model's own layers: these bench layers stand in for "
+             "them." if info["source"].startswith("projected") else "")  # fmt: skip
     return "\n".join([
         f"# Which N:M method? {info['model']} on {info['device']}",
         "",
         f"Accuracy: `{info['accuracy']}` (model `{info['model']}`, {info['dataset']}, "
         f"{info['epochs']} epochs). Speed: `{info['bench']}` on {info['device']}.",
         "",
-        "Speed-up source: " + "; ".join(sources) + ".",
+        f"Speed-up: {info['source']}.{proxy}" + "".join(f" Also: {m}." for m in missing),
         "",
         "## Answer",
         "",

@@ -96,3 +96,28 @@ def test_all_differences_report_se_against_the_target():
     assert d.loc[("tmask", "dense"), "se"] == pytest.approx(0.1 / 3**0.5)
     assert bool(d.loc[("tmask", "dense"), "meets_target"])
     assert not bool(d.loc[("srste", "dense"), "meets_target"])
+
+
+def test_compare_report_prints_the_numbers_of_its_seed_table():
+    from bimask import compare
+
+    rows = []
+    for s in range(3):
+        for variant, method, pattern, top1 in [
+            ("dense", "dense", "-", 0.91 + 0.001 * s),
+            ("tmask", "tmask", "2:4", 0.905 - 0.002 * s),
+            ("bimask-random", "bimask", "2:4", 0.907),
+        ]:
+            rows.append({"model": "mlp", "dataset": "synthetic", "variant": variant,
+                         "method": method, "pattern": pattern, "seed": s, "epochs": 1,
+                         "final_test_top1": top1, "bwd_kept_frac": 0.8,
+                         "mask_overhead_frac": 0.01, "device": "cpu"})  # fmt: skip
+    df = pd.DataFrame(rows)
+    md = compare.report(df, "r", None, "cmd")
+    for _, r in claims.check_claims(df).iterrows():
+        assert f"{r['diff']:+.2f} (95% CI {r['lo']:+.2f} to {r['hi']:+.2f}, SE {r['se']:.2f})" in md
+        assert f"**{r['verdict']}**" in md
+    for _, r in claims.all_differences(df).iterrows():
+        assert f"| {r['diff']:+.2f} " in md and f"| {r['se']:.3f} " in md
+    # SEs: bimask-dense 0.058, tmask-dense 0.173, bimask-tmask 0.115
+    assert "met by 2 of 3; the others need more seeds" in md

@@ -131,8 +131,8 @@ def _localise(argv: list[str], tmp: Path) -> list[str]:
         is_output = i > 0 and argv[i - 1] == "--out"
         if arg.startswith("/tmp/"):
             arg = str(tmp / arg.lstrip("/"))
-        elif not is_output and not arg.startswith("-") and (ROOT / arg).is_file():
-            arg = str(ROOT / arg)  # a repository file the example reads
+        elif not is_output and not arg.startswith("-") and arg != "." and (ROOT / arg).exists():
+            arg = str(ROOT / arg)  # a repository file or run folder the example reads
         out.append(arg)
     return out
 
