@@ -67,4 +67,4 @@ compare-masks:
 	    apt-get update -qq && apt-get install -y -qq dataset-fashion-mnist; \
 	  else echo "Fashion-MNIST missing: run 'apt-get install dataset-fashion-mnist' as root" \
 	    "(or pass DATA_DIR=... with the four IDX files)"; exit 2; fi; }
-	$(PY) -m bimask.compare $(if $(FULL),,--quick) $(if $(DATA_DIR),--data-dir $(DATA_DIR))
+	$(PY) -m bimask.compare $(if $(PROFILE),--profile $(PROFILE),$(if $(FULL),,--quick)) $(if $(DATA_DIR),--data-dir $(DATA_DIR))

@@ -16,8 +16,18 @@ from bimask import PERMUTATIONS
 from bimask import cli_args as ca
 from bimask.outputs import check_input_file, check_output_dir, check_output_file
 from kernels import build as kernel_build
+from suite import (
+    advise,
+    landscapes,
+    run_folder,
+    search_cli,
+    shards,
+    step_cli,
+    store,
+    tuned_export,
+    warm,
+)
 from suite import budget as bench_budget
-from suite import landscapes, run_folder, search_cli, shards, step_cli, store, tuned_export, warm
 from suite.backends import BACKENDS, get_backend
 from suite.cache import CacheMismatchError, ResultCache
 from suite.device import capture, fingerprint
@@ -554,6 +564,7 @@ def parser() -> argparse.ArgumentParser:
     search_cli.add_parser(sub, fmt)
     tuned_export.add_parser(sub, fmt)
     step_cli.add_parser(sub, fmt)
+    advise.add_parser(sub, fmt)
 
     d = sub.add_parser("devices", help="show the device records and which backends run here")
     d.set_defaults(func=cmd_devices)

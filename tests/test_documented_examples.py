@@ -129,14 +129,21 @@ def plan(cmd: str) -> tuple[str | None, list[str], str | None]:
     return module, argv, why
 
 
+def _in_repo(arg: str, argv: list[str]) -> bool:
+    """A repository file, or for ``suite advise`` (which reads a committed bench run) a folder
+    named by a path; other commands get copies of the fixture run (``_provide_runs``)."""
+    folder = argv[:1] == ["advise"] and "/" in arg and (ROOT / arg).is_dir()
+    return (ROOT / arg).is_file() or folder
+
+
 def _localise(argv: list[str], tmp: Path) -> list[str]:
     out = []
     for i, arg in enumerate(argv):
         is_output = i > 0 and argv[i - 1] == "--out"
         if arg.startswith("/tmp/"):
             arg = str(tmp / arg.lstrip("/"))
-        elif not is_output and not arg.startswith("-") and (ROOT / arg).is_file():
-            arg = str(ROOT / arg)  # a repository file the example reads
+        elif not is_output and not arg.startswith("-") and _in_repo(arg, argv):
+            arg = str(ROOT / arg)  # a repository file or run folder the example reads
         out.append(arg)
     return out
 
