@@ -4,7 +4,9 @@ A login node with nvcc and no GPU builds (``python -m kernels build --for-device
 DIR``); a compute node with a GPU and no compiler runs from that folder (``BIMASK_KERNEL_CACHE``
 or ``--kernel-cache``). The list of builds is derived from the same definitions the run uses:
 each family's default and quick-space configs, the extra defines ``nm_gemm`` adds
-(:func:`gemm_extra`), the compress kernels of every pattern with a sparse path.
+(:func:`gemm_extra`), the compress kernels of every pattern with a sparse path, and on Hopper the
+CUTLASS sm90 family's shared libraries (:func:`cutlass_builds`; minutes of nvcc each, so
+``--jobs`` matters: a GPU host has 16 cores).
 """
 
 from __future__ import annotations
@@ -146,6 +148,7 @@ def run_builds(cc: tuple[int, int], dtypes: tuple[str, ...] = ("bfloat16",)) -> 
     threads = Config.of({"THREADS_PER_BLOCK": COMPRESS_THREADS})
     if not builds:  # no GEMM family runs here, so neither does the compress that feeds it
         return []
+    builds += cutlass_builds(cc, dtypes)
     for dtype in dtypes:
         builds.append(Build("nm_compress_masked", threads, dtype, arch))
         for n, m in COMPRESS_PATTERNS:
@@ -153,6 +156,26 @@ def run_builds(cc: tuple[int, int], dtypes: tuple[str, ...] = ("bfloat16",)) -> 
                 extra = (("GROUP_M", m), ("GROUP_N", n))
                 builds.append(Build("nm_compress", threads, dtype, arch, extra))
     return list(dict.fromkeys(builds))
+
+
+def cutlass_builds(cc: tuple[int, int], dtypes: tuple[str, ...] = ("bfloat16",)) -> list[Build]:
+    """The CUTLASS sm90 shared libraries a quick bench launches on ``cc``: the default and the
+    quick-space configs (``suite.backends.cutlass_sm90``), one per build (run-time tunables
+    share one), output in the inputs' dtype. Each also holds CUTLASS's compressor."""
+    from kernels import cutlass_family as fam
+
+    variant = VARIANTS["cutlass_sm90_sparse"]
+    if variant.runs_on(cc):
+        return []
+    quick = SearchSpace(fam.QUICK_TUNABLES, (*variant.restrictions, *fam.QUICK_RULES)).configs()
+    by_build = {}
+    for config in [variant.default(), *quick]:
+        by_build.setdefault(tuple(sorted(variant.defines(config).items())), config)
+    return [
+        Build(variant.name, config, dtype, arch_of(cc), (("OUT_F32", 0),))
+        for dtype in dtypes
+        for config in by_build.values()
+    ]
 
 
 def missing(builds: list[Build]) -> dict[Build, str]:

@@ -1,6 +1,8 @@
-"""Compile kernel variants with nvcc (cached by source hash + defines + arch + CUDA release,
-verified through the cache's manifest, ``kernels.artifacts``), and inspect their SASS
-(cuobjdump) for the tensor-core instructions they must contain."""
+"""Compile kernel variants with nvcc (cached by source hash + defines + arch + CUDA release, and
+the version of a library a variant is built against, verified through the cache's manifest,
+``kernels.artifacts``), and inspect their SASS (cuobjdump) for the tensor-core instructions they
+must contain. A variant's product is a cubin (launched through CuPy / PyCUDA) or a host shared
+library with C entries (the CUTLASS family, loaded with ctypes: ``kernels.cutlass_lib``)."""
 
 from __future__ import annotations
 
@@ -112,20 +114,26 @@ def _tool(name: str) -> str | None:
 
 
 def artifact_key(variant: KernelVariant, defines: dict, arch: str) -> dict:
-    """What a cubin is a build of: the manifest records it, the run side asks for it."""
-    return {
+    """What a cubin (or shared library) is a build of: the manifest records it, the run side
+    asks for it. A variant built against a library (CUTLASS) adds that library's version."""
+    key = {
         "variant": variant.name,
         "source_hash": source_hash(variant),
         "defines": {k: str(v) for k, v in sorted(defines.items())},
         "arch": arch,
         "toolchain": toolchain(),
-        "flags": "gencode-v2",
+        "flags": "gencode-v2" if variant.product == "cubin" else "shared-v1",
     }
+    if variant.dependency is not None:
+        key["dependency"] = variant.dependency()  # None here: served by the cache's build
+    return key
 
 
 def source_hash(variant: KernelVariant) -> str:
+    """The variant's own source and the project headers it may include (not the other .cu
+    files: a new kernel source does not invalidate the builds of the others)."""
     h = hashlib.sha256()
-    for path in sorted(CUDA_DIR.glob("*.cu*")):  # the source and the headers it may include
+    for path in [variant.path, *sorted(CUDA_DIR.glob("*.cuh"))]:
         h.update(path.name.encode() + path.read_bytes())
     return h.hexdigest()[:16]
 
@@ -170,6 +178,24 @@ def _target(arch: str) -> list[str]:
     return [f"-gencode=arch=compute_{num},code=sm_{num}"]
 
 
+def _product_flags(variant: KernelVariant) -> list[str]:
+    """nvcc flags of the variant's product: a cubin, or a host shared library (C entries that
+    launch the kernel themselves: CUTLASS) with the include folders it needs."""
+    if variant.product == "cubin":
+        return ["-cubin"]
+    try:
+        includes = variant.include_dirs() if variant.include_dirs else []
+    except RuntimeError as err:  # e.g. CUTLASS's headers are not installed
+        raise CompileError(f"{variant.name}: {err}") from None
+    return [
+        "-shared",
+        "-Xcompiler=-fPIC,-fvisibility=hidden",
+        "--expt-relaxed-constexpr",
+        "-DNDEBUG",
+        *(f"-I{d}" for d in includes),
+    ]
+
+
 def compile_variant(
     variant: KernelVariant,
     config: Config,
@@ -206,12 +232,13 @@ def compile_variant(
             "run ('python -m kernels build')"
         )
     defines = key["defines"]
+    product = _product_flags(variant)  # before anything is written: missing headers raise
     CACHE_DIR.mkdir(parents=True, exist_ok=True)
     tmp = out.with_suffix(f".{os.getpid()}.tmp")
     cmd = [
         nvcc_path(),
         *_target(arch),
-        "-cubin",
+        *product,
         "-O3",
         "-std=c++17",
         "-Xptxas",
@@ -244,8 +271,27 @@ def cache_entry(
     """Where the cache keeps this build, and the key its manifest entry must carry."""
     defines = {**variant.defines(config, dtype), **(extra or {})}
     key = artifact_key(variant, defines, arch)
+    if "dependency" in key and key["dependency"] is None:
+        key = _cached_dependency(key)
     digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:24]
-    return CACHE_DIR / f"{variant.name}-{arch}-{digest}.cubin", key
+    suffix = ".cubin" if variant.product == "cubin" else ".so"
+    return CACHE_DIR / f"{variant.name}-{arch}-{digest}{suffix}", key
+
+
+def _cached_dependency(key: dict) -> dict:
+    """A key whose library is not installed here (a GPU host running from a carried cache): the
+    key of the one build of it the manifest holds, whatever library version built it."""
+    try:
+        entries = artifacts.read_manifest(CACHE_DIR).values()
+    except artifacts.ArtifactError:
+        return key
+    same = [
+        e["key"]
+        for e in entries
+        if {k: v for k, v in e["key"].items() if k != "dependency"}
+        == {k: v for k, v in key.items() if k != "dependency"}
+    ]
+    return same[0] if len({json.dumps(k, sort_keys=True) for k in same}) == 1 else key
 
 
 def cache_problem(path: Path, key: dict) -> str | None:

@@ -36,6 +36,13 @@ class KernelVariant:
     threads: Callable[[dict], int] | None = None  # threads per block of a GEMM config
     smem: Callable[[dict], int] | None = None  # dynamic shared memory of a GEMM config
     description: str = ""
+    # "cubin" (loaded by CuPy / PyCUDA) or "shared" (a host library with C entries, ctypes)
+    product: str = "cubin"
+    runtime: tuple[str, ...] = ()  # tunables passed at launch, not to nvcc: one build serves all
+    include_dirs: Callable[[], list] | None = None  # extra -I folders (raises when absent)
+    # a library the build depends on, as part of its key ("cutlass-4.2.0"; None: not here)
+    dependency: Callable[[], str | None] | None = None
+    available: Callable[[], str | None] | None = None  # replaces the CuPy device probe
 
     @property
     def path(self) -> Path:
@@ -78,13 +85,17 @@ class KernelVariant:
         return sorted(picks, key=lambda c: c.to_json())
 
     def defines(self, config: Config, dtype: str = "bfloat16") -> dict[str, int]:
-        d = {**self.fixed, **config.to_dict(), "DTYPE_BF16": int(dtype == "bfloat16")}
+        """The -D defines of a config's build (its run-time tunables left out)."""
+        tunables = {k: v for k, v in config.to_dict().items() if k not in self.runtime}
+        d = {**self.fixed, **tunables, "DTYPE_BF16": int(dtype == "bfloat16")}
         if d.get("SPLIT_K", 1) > 1:
             d["OUT_F32"] = 1  # split-K partial sums are added atomically in float32
         return {k: int(v) for k, v in d.items()}
 
     def is_available(self) -> str | None:
         """None when this variant can run here, else why not."""
+        if self.available is not None:
+            return self.available()
         try:
             import cupy
 
@@ -304,3 +315,68 @@ register(
         description="mask (top-N of M) + pack into the kernel format, one pass",
     )
 )
+
+
+def _cutlass_available() -> str | None:
+    """The CUTLASS family runs through ctypes on torch's stream: a Hopper device, and CUTLASS's
+    headers to build with unless the kernel cache was built ahead of time."""
+    from kernels import cutlass_headers
+
+    try:
+        import torch
+
+        if not torch.cuda.is_available():
+            return "no CUDA device (torch.cuda.is_available() is False)"
+        cc = tuple(torch.cuda.get_device_capability())
+    except Exception as err:
+        return f"no CUDA device through torch ({type(err).__name__})"
+    if cc != (9, 0):
+        return f"cutlass_sm90_sparse needs compute capability 9.0 (Hopper), the device has {cc}"
+    if cutlass_headers.missing_reason() and not _cache_has("cutlass_sm90_sparse"):
+        return cutlass_headers.missing_reason() + " (or carry a cache from 'kernels build')"
+    return None
+
+
+def _cache_has(variant: str) -> bool:
+    from kernels import artifacts
+    from kernels.build import CACHE_DIR
+
+    try:
+        return any(
+            e["key"]["variant"] == variant for e in artifacts.read_manifest(CACHE_DIR).values()
+        )
+    except artifacts.ArtifactError:
+        return False
+
+
+def _register_cutlass() -> None:
+    from kernels import cutlass_family as fam
+    from kernels import cutlass_headers
+
+    register(
+        KernelVariant(
+            "cutlass_sm90_sparse",
+            "cutlass_sm90_sparse.cu",
+            "cutlass_sm90_sparse_gemm",
+            fam.TUNABLES,
+            fam.DEFAULT,
+            fam.RESTRICTIONS,
+            fixed={"OUT_F32": 0},  # in every key, so that the suite's build is the default's
+            sass_instruction="HGMMA.SP",
+            min_cc=(9, 0),
+            max_cc=(9, 0),  # wgmma.sp: sm_90a code
+            archs=("sm_90a",),
+            description=(
+                "CUTLASS 3.x sm90 structured-sparse GEMM (TMA + wgmma.sp, warp-specialised), "
+                "built from the nvidia-cutlass wheel's headers"
+            ),
+            product="shared",
+            runtime=fam.RUNTIME,
+            include_dirs=lambda: cutlass_headers.include_dirs(),
+            dependency=lambda: cutlass_headers.version(),
+            available=_cutlass_available,
+        )
+    )
+
+
+_register_cutlass()

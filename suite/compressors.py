@@ -78,6 +78,22 @@ def _cutlass(a: torch.Tensor, pattern: str):
     return run
 
 
+def _cutlass_sm90_available() -> str | None:
+    from kernels.registry import VARIANTS
+
+    return VARIANTS["cutlass_sm90_sparse"].is_available()
+
+
+def _cutlass_sm90(a: torch.Tensor, pattern: str):
+    """CUTLASS's own device compressor, as the default config's build lays A out (the layout
+    depends on TILE_K only; the cost does not)."""
+    from kernels.cutlass_ops import cutlass_compress
+    from kernels.registry import VARIANTS
+
+    a, config = a.to(torch.bfloat16).contiguous(), VARIANTS["cutlass_sm90_sparse"].default()
+    return lambda: cutlass_compress(a, config, check_pattern=False)
+
+
 def _csr(a: torch.Tensor, pattern: str):
     a = a.cpu()
     return a.to_sparse_csr
@@ -98,6 +114,14 @@ COMPRESSORS: dict[str, Compressor] = {
         ),
         Compressor("cusparselt", "cuda", ("cusparselt",), _cuda, _cusparselt, _hardware_pattern),
         Compressor("cutlass", "cuda", ("cutlass",), _cuda, _cutlass, _hardware_pattern),
+        Compressor(
+            "cutlass_sm90",
+            "cuda",
+            ("cutlass_sm90",),
+            _cutlass_sm90_available,
+            _cutlass_sm90,
+            _hardware_pattern,
+        ),
     ]
 }
 

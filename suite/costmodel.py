@@ -78,6 +78,7 @@ BACKEND_TFLOPS = {
     "bimask_dense": 250.0,
     "bimask_sparse_sm90": 600.0,  # wgmma family
     "bimask_dense_sm90": 450.0,
+    "cutlass_sm90": 750.0,  # CUTLASS 3.x sm90 sparse (TMA + wgmma.sp), like cuSPARSELt
 }
 
 # Per-config setup beyond config_fixed_s: a new kernel config is compiled (NVRTC/nvcc, about
@@ -89,6 +90,7 @@ BACKEND_SETUP_S = {
     "bimask_dense": 0.3,
     "bimask_sparse_sm90": 0.3,
     "bimask_dense_sm90": 0.3,
+    "cutlass_sm90": 0.3,  # a build from the kernel cache (ahead of time: minutes of nvcc each)
 }
 
 # backends that compress A on the host, once per problem (suite/backends/ours.py)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import os
 import shutil
 
 import pytest
@@ -44,7 +45,28 @@ def hopper_reason() -> str | None:
     return None
 
 
-_PROBES = {"gpu": cuda_reason, "nvcc": nvcc_reason, "cupy": cupy_reason, "hopper": hopper_reason}
+@functools.cache
+def cutlass_reason() -> str | None:
+    from kernels import cutlass_headers
+
+    return cutlass_headers.missing_reason()
+
+
+@functools.cache
+def slow_reason() -> str | None:
+    if os.environ.get("BIMASK_RUN_SLOW") == "1":
+        return None
+    return "slow (minutes of nvcc or more): set BIMASK_RUN_SLOW=1 to run it"
+
+
+_PROBES = {
+    "gpu": cuda_reason,
+    "nvcc": nvcc_reason,
+    "cupy": cupy_reason,
+    "hopper": hopper_reason,
+    "cutlass": cutlass_reason,
+    "slow": slow_reason,
+}
 
 
 def pytest_collection_modifyitems(config, items):

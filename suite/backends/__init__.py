@@ -1,13 +1,17 @@
-"""GEMM backends, a registry keyed by name (CPU baselines, GPU baselines, our kernels)."""
+"""GEMM backends, a registry keyed by name (CPU baselines, GPU baselines, our kernels, the
+CUTLASS sm90 family built here)."""
 
 from __future__ import annotations
 
 from suite.backends.base import Backend, BackendFailure, Prepared
 from suite.backends.cpu import CPU_BACKENDS
+from suite.backends.cutlass_sm90 import CUTLASS_SM90_BACKENDS
 from suite.backends.gpu import GPU_BACKENDS
 from suite.backends.ours import OUR_BACKENDS
 
-BACKENDS: dict[str, Backend] = {b.name: b for b in CPU_BACKENDS + GPU_BACKENDS + OUR_BACKENDS}
+BACKENDS: dict[str, Backend] = {
+    b.name: b for b in CPU_BACKENDS + GPU_BACKENDS + OUR_BACKENDS + CUTLASS_SM90_BACKENDS
+}
 
 
 def register(backend: Backend) -> Backend:

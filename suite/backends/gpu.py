@@ -1,5 +1,8 @@
 """GPU baselines behind the same call: cuBLAS (torch.matmul), cuSPARSELt, CUTLASS (2:4 via torch).
 
+``cutlass`` is torch's semi-structured path (its prebuilt CUTLASS sm80 kernels, nothing tuned);
+the CUTLASS 3.x sm90 family this project builds and tunes is ``cutlass_sm90`` (its own module).
+
 The bwd-data mask groups W's rows by the permutation pi, so along k of that GEMM the N:M groups
 are pi-ordered. The sparse backends take a ``perm_realisation`` tunable for it:
   gather:   gather B's (dY's) columns by pi inside the timed call, A compressed in pi order;
@@ -174,6 +177,6 @@ GPU_BACKENDS = [
         available=_sm80_reason,
         version=_cuda_version,
         dtypes=("bfloat16", "float16"),
-        description="torch semi-structured sparse (CUTLASS kernels)",
+        description="torch semi-structured (prebuilt CUTLASS sm80 kernels, not cutlass_sm90)",
     ),
 ]
