@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -17,6 +18,28 @@ class BackendFailure(Exception):
     def __init__(self, status: str, reason: str):
         super().__init__(reason)
         self.status, self.reason = status, reason
+
+
+def kernel_config(config: Config) -> Config:
+    """A kernel's config: the backend's without ``perm_realisation`` (how the suite realises the
+    permutation around the kernel, not a define of it)."""
+    return Config.of({k: v for k, v in config.to_dict().items() if k != "perm_realisation"})
+
+
+def problem_operand(store: dict, key: tuple, a: torch.Tensor, build: Callable[[], object],
+                    keep: int = 1):  # fmt: skip
+    """The operand ``build()`` makes for the problem whose A is ``a`` (e.g. its compressed
+    form), built once for all of that problem's configs. ``store`` keeps at most ``keep``
+    entries, all of one problem: a new problem lets the previous one's operands go. ``key``
+    must start with ``id(a)``; the entry also holds ``a`` weakly, so a reused id never hits."""
+    hit = store.get(key)
+    if hit is not None and hit[0]() is a:
+        return hit[1]
+    value = build()
+    if len(store) >= keep or any(k[0] != key[0] for k in store):
+        store.clear()
+    store[key] = (weakref.ref(a), value)
+    return value
 
 
 @dataclass(frozen=True)

@@ -11,15 +11,19 @@ columns gathered by pi inside the timed call) or ``physical`` (dY already in pi 
 
 from __future__ import annotations
 
-import weakref
-
 import torch
 
 from kernels import cutlass_family as fam
 from kernels import cutlass_headers
 from kernels.build import nvcc_version, source_hash
 from kernels.registry import VARIANTS
-from suite.backends.base import Backend, BackendFailure, Prepared
+from suite.backends.base import (
+    Backend,
+    BackendFailure,
+    Prepared,
+    kernel_config,
+    problem_operand,
+)
 from suite.backends.gpu import _ordered_operands, _realisations, _sparse_supports
 from suite.space import Config, SearchSpace
 
@@ -37,26 +41,18 @@ def _quick_space(problem) -> SearchSpace:
     return _space(problem, fam.QUICK_TUNABLES, fam.QUICK_RULES)
 
 
-def kernel_config(config: Config) -> Config:
-    """The kernel's config: the backend's without ``perm_realisation``."""
-    return Config.of({k: v for k, v in config.to_dict().items() if k != "perm_realisation"})
-
-
 def _compressed(inputs, a: torch.Tensor, config: Config):
     from kernels.cutlass_ops import cutlass_compress, meta_block
 
+    def build():
+        try:
+            return cutlass_compress(a.contiguous(), config)
+        except ValueError as err:
+            raise BackendFailure("unsupported", str(err)) from None
+
     key = (id(inputs.a), id(inputs.perm), meta_block(config), a.dtype)
-    hit = _LAST.get(key)
-    if hit is not None and hit[0]() is inputs.a:
-        return hit[1]
-    try:
-        comp = cutlass_compress(a.contiguous(), config)
-    except ValueError as err:
-        raise BackendFailure("unsupported", str(err)) from None
-    if len(_LAST) >= 2:  # one problem at a time (two layouts: TILE_K 64 and 128)
-        _LAST.clear()
-    _LAST[key] = (weakref.ref(inputs.a), comp)
-    return comp
+    # one problem at a time, in both metadata layouts (TILE_K 64 and 128)
+    return problem_operand(_LAST, key, inputs.a, build, keep=2)
 
 
 def _prepare(problem, inputs, config) -> Prepared:

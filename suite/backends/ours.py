@@ -12,7 +12,6 @@ it changes the next layer's masks, a different method: ``perm_realisation="physi
 
 from __future__ import annotations
 
-import weakref
 from dataclasses import replace
 from functools import partial
 
@@ -24,9 +23,15 @@ from kernels.build import nvcc_version, source_hash
 from kernels.device import current_smem_limit
 from kernels.ops import nm_gemm
 from kernels.registry import GEMM_FAMILIES, VARIANTS
-from suite.backends.base import Backend, BackendFailure, Prepared
+from suite.backends.base import (
+    Backend,
+    BackendFailure,
+    Prepared,
+    kernel_config,
+    problem_operand,
+)
 from suite.problem import pattern_fits_hardware
-from suite.space import Config, SearchSpace
+from suite.space import SearchSpace
 
 
 def _available(name: str) -> str | None:
@@ -43,28 +48,21 @@ def _space(name: str, problem, tunables: dict | None = None, rules: tuple = ()) 
     return SearchSpace(tunables, (*base.restrictions, *rules))
 
 
-def _kernel_config(config: Config) -> Config:
-    return Config.of({k: v for k, v in config.to_dict().items() if k != "perm_realisation"})
-
-
 # The compressed A of the problem being tuned: the same for all of its configs (and for both
 # families), so it is built once, not once per config (on the host: seconds at 8192^2).
 _LAST_COMPRESSED: dict = {}
 
 
 def _compressed(inputs, a: torch.Tensor, pattern: str):
+    def build():
+        try:
+            comp = compress(a.cpu(), pattern)
+        except ValueError as err:
+            raise BackendFailure("unsupported", str(err)) from None
+        return replace(comp, values=comp.values.to(a.device), meta=comp.meta.to(a.device))
+
     key = (id(inputs.a), id(inputs.perm), pattern)
-    hit = _LAST_COMPRESSED.get(key)
-    if hit is not None and hit[0]() is inputs.a:
-        return hit[1]
-    try:
-        comp = compress(a.cpu(), pattern)
-    except ValueError as err:
-        raise BackendFailure("unsupported", str(err)) from None
-    comp = replace(comp, values=comp.values.to(a.device), meta=comp.meta.to(a.device))
-    _LAST_COMPRESSED.clear()  # one problem at a time: the previous one's operand is let go
-    _LAST_COMPRESSED[key] = (weakref.ref(inputs.a), comp)
-    return comp
+    return problem_operand(_LAST_COMPRESSED, key, inputs.a, build)
 
 
 def _sparse(problem, inputs, config, family: str) -> Prepared:
@@ -94,7 +92,7 @@ def _dense(problem, inputs, config, family: str) -> Prepared:
 
 def _prepared(problem, a, get_b, config, *, perm, sparse: bool, family: str) -> Prepared:
     """The timed call: our kernel into a preallocated output (float32 for split-K)."""
-    kcfg = _kernel_config(config)
+    kcfg = kernel_config(config)
     device = get_b().device
     dtype = torch.float32 if kcfg["SPLIT_K"] > 1 else get_b().dtype
     out = torch.empty(problem.m, problem.n, device=device, dtype=dtype)
