@@ -3,9 +3,10 @@ scaling for a CPU run (every width and the tokens divided by one factor, or fixe
 
 from __future__ import annotations
 
-import tomllib
 from dataclasses import dataclass, replace
 from pathlib import Path
+
+from suite.shapes import read_entries
 
 DEFAULT = Path(__file__).parent / "shapes" / "step.toml"
 FIELDS = {"name", "d_model", "d_hidden", "tokens", "source"}
@@ -50,13 +51,7 @@ def load_blocks(path: str | Path | None = None) -> list[Block]:
     """Every ``[[block]]`` of the file (default suite/shapes/step.toml), each entry checked; a
     ValueError names the file and the entry."""
     path = Path(path) if path else DEFAULT
-    try:
-        data = tomllib.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as err:
-        raise ValueError(f"cannot read step shapes file {path}: {err}") from None
-    entries = data.get("block")
-    if not isinstance(entries, list) or not entries:
-        raise ValueError(f"{path}: no [[block]] entries; see suite/shapes/step.toml")
+    entries = read_entries(path, "block", "step shapes file", "step.toml")
     blocks = []
     for i, entry in enumerate(entries):
         where = f"{path}: [[block]] #{i + 1}"

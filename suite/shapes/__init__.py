@@ -41,6 +41,19 @@ def _check_layer(entry: object, where: str) -> None:
         raise ValueError(f"{where}: tiers must be a non-empty list from {TIERS}, got {tiers!r}")
 
 
+def read_entries(path: Path, table: str, what: str, example: str) -> list:
+    """The ``[[table]]`` entries of a TOML file; a ValueError names the file when it cannot be
+    read or holds none (``example``: the bundled file under suite/shapes/ to look at)."""
+    try:
+        data = tomllib.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as err:
+        raise ValueError(f"cannot read {what} {path}: {err}") from None
+    entries = data.get(table)
+    if not isinstance(entries, list) or not entries:
+        raise ValueError(f"{path}: no [[{table}]] entries; see suite/shapes/{example}")
+    return entries
+
+
 def benchmark_layers(tier: str, path: Path | str | None = None) -> list[Layer]:
     """Layers of ``tier`` from a shapes file (default: the bundled benchmark.toml).
 
@@ -50,13 +63,7 @@ def benchmark_layers(tier: str, path: Path | str | None = None) -> list[Layer]:
     if tier not in TIERS:
         raise ValueError(f"unknown tier {tier!r}; choose one of {TIERS}")
     path = Path(path) if path else HERE / "benchmark.toml"
-    try:
-        data = tomllib.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as err:
-        raise ValueError(f"cannot read shapes file {path}: {err}") from None
-    entries = data.get("layer")
-    if not isinstance(entries, list) or not entries:
-        raise ValueError(f"{path}: no [[layer]] entries; see suite/shapes/benchmark.toml")
+    entries = read_entries(path, "layer", "shapes file", "benchmark.toml")
     for i, entry in enumerate(entries):
         name = entry.get("name", "?") if isinstance(entry, dict) else "?"
         _check_layer(entry, f"{path}: [[layer]] #{i + 1} ({name!r})")
