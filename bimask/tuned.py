@@ -34,7 +34,11 @@ from bimask.patterns import NMPattern
 
 KIND = "bimask-tuned-configs"
 SCHEMA = 1
-BACKENDS = ("kernels", "cusparselt")  # training backends a file may hold entries for
+BACKENDS = (
+    "kernels",
+    "cusparselt",
+    "cutlass_sm90",
+)  # training backends a file may hold entries for
 PASSES = ("fwd", "bwd-data")  # the sparse GEMMs (bwd-weight is dense)
 DTYPES = ("bfloat16", "float16")  # what sparse tensor cores take
 _REEXPORT = "re-export it with 'python -m suite export-tuned RUN --out FILE'"

@@ -54,6 +54,21 @@ class SearchSpace:
     def allows(self, config: Mapping[str, object]) -> bool:
         return all(rule(dict(config)) for rule in self.restrictions)
 
+    def checked(self, params: Mapping[str, object], name: str) -> Config:
+        """``params`` as a Config of this space; a ValueError naming ``name`` (the kernel) when
+        a tunable is missing or unknown, a value is not in its list, or a restriction fails."""
+        if set(params) != set(self.tunables):
+            missing = sorted(set(self.tunables) - set(params))
+            unknown = sorted(set(params) - set(self.tunables))
+            raise ValueError(
+                f"{name} config {dict(params)}: tunables missing {missing}, unknown {unknown}"
+            )
+        if bad := {n: v for n, v in params.items() if v not in self.tunables[n]}:
+            raise ValueError(f"{name} config {dict(params)}: values {bad} are not in its space")
+        if not self.allows(params):
+            raise ValueError(f"{name} config {dict(params)} breaks one of its restrictions")
+        return Config.of(params)
+
     def __iter__(self) -> Iterator[Config]:
         names = sorted(self.tunables)
         for values in itertools.product(*(self.tunables[n] for n in names)):

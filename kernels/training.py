@@ -64,18 +64,7 @@ def _tuned_kernel_config(key: str) -> tuple[str, Config]:
     if family not in GEMM_FAMILIES:
         raise ValueError(f"unknown kernel family {family!r}; these exist: {sorted(GEMM_FAMILIES)}")
     variant = VARIANTS[GEMM_FAMILIES[family]["sparse"]]
-    space = variant.space()
-    if set(params) != set(space.tunables):
-        missing = sorted(set(space.tunables) - set(params))
-        unknown = sorted(set(params) - set(space.tunables))
-        raise ValueError(
-            f"{variant.name} config {params}: tunables missing {missing}, unknown {unknown}"
-        )
-    if bad := {n: v for n, v in params.items() if v not in space.tunables[n]}:
-        raise ValueError(f"{variant.name} config {params}: values {bad} are not in its space")
-    if not space.allows(params):
-        raise ValueError(f"{variant.name} config {params} breaks one of its restrictions")
-    return family, Config.of(params)
+    return family, variant.space().checked(params, variant.name)
 
 
 @functools.cache

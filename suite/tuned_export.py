@@ -22,11 +22,13 @@ from bimask.tuned import DTYPES, KIND, PASSES, SCHEMA, TunedConfigs
 from suite import shards, store
 
 # The one table: suite backend -> (training backend, kernel family or None). Our kernels'
-# names and families are suite/backends/ours.py's; cusparselt is suite/backends/gpu.py's.
+# names and families are suite/backends/ours.py's; cusparselt is suite/backends/gpu.py's,
+# cutlass_sm90 suite/backends/cutlass_sm90.py's.
 TRAINING_BACKENDS: dict[str, tuple[str, str | None]] = {
     "bimask_sparse": ("kernels", "sm80"),
     "bimask_sparse_sm90": ("kernels", "sm90"),
     "cusparselt": ("cusparselt", None),
+    "cutlass_sm90": ("cutlass_sm90", None),
 }
 _GROUP = ["training_backend", "pass", "m", "n", "k", "pattern", "dtype", "realisation"]
 

@@ -30,10 +30,21 @@ def cusparselt_reason() -> str | None:
 needs_cusparselt = pytest.mark.skipif(
     cusparselt_reason() is not None, reason=str(cusparselt_reason())
 )
+
+
+@functools.cache
+def cutlass_reason() -> str | None:
+    from kernels.registry import VARIANTS
+
+    return VARIANTS["cutlass_sm90_sparse"].is_available()
+
+
+needs_cutlass = pytest.mark.skipif(cutlass_reason() is not None, reason=str(cutlass_reason()))
 BACKENDS = [
     "torch",
     pytest.param("kernels", marks=[pytest.mark.cupy, pytest.mark.nvcc]),
     pytest.param("cusparselt", marks=needs_cusparselt),
+    pytest.param("cutlass_sm90", marks=needs_cutlass),
 ]
 
 

@@ -12,6 +12,7 @@ import torch
 
 import suite.cli
 from bimask import SparseLinear, desparsify, sparsify
+from bimask.backends import BACKENDS as TRAINING
 from bimask.models import build_model
 from bimask.train.checkpoint import check_resume_config
 from bimask.tuned import KIND, SCHEMA, TunedConfigs, TunedConfigsError, check_device
@@ -28,6 +29,7 @@ SM80_A, SM80_B = sorted(
     (c.to_dict() for c in _SM80.corners() if c != _SM80.default()), key=json.dumps
 )
 SM90_A = VARIANTS["nm_spmm_sm90"].default().to_dict()
+CUTLASS_DEFAULT = VARIANTS["cutlass_sm90_sparse"].default().to_dict()
 
 
 def _row(backend, pass_="fwd", n=4096, ms=1.0, config=None, status="ok", **kw):
@@ -73,6 +75,7 @@ def _gpu_run(tmp_path: Path) -> Path:
         _row("bimask_sparse", "bwd-data", ms=0.8, config={**SM80_B, rl: "in_kernel"}),
         _row("bimask_sparse", "bwd-data", ms=0.6, config={**SM80_A, rl: "physical"}),
         _row("cusparselt", "bwd-data", ms=0.9, config={"alg_id": 2, "split_k": 1, rl: "gather"}),
+        _row("cutlass_sm90", ms=0.4, config={**CUTLASS_DEFAULT, rl: "-"}),
     ]
     run = tmp_path / "run"
     meta = {"device_before": {"kind": "cuda", "name": "NVIDIA H200", "capability": "9.0"}}
@@ -88,7 +91,10 @@ def _gpu_run(tmp_path: Path) -> Path:
 def _export(tmp_path, capsys) -> TunedConfigs:
     out = tmp_path / "tuned.json"
     assert suite.cli.main(["export-tuned", str(_gpu_run(tmp_path)), "--out", str(out)]) == 0
-    assert "6 winners (3 cusparselt, 3 kernels) tuned on NVIDIA H200" in capsys.readouterr().out
+    assert (
+        "7 winners (3 cusparselt, 1 cutlass_sm90, 3 kernels) tuned on NVIDIA H200"
+        in capsys.readouterr().out
+    )
     return TunedConfigs.load(out)
 
 
@@ -103,6 +109,10 @@ def test_export_then_load_then_lookup_round_trip(tmp_path, capsys):
     assert fwd.source_hash == "5eed0123"  # from the run's cache: results rows lack it
     cslt = tuned.lookup("cusparselt", "fwd", 4096, 4096, 1024, "2:4", torch.bfloat16)
     assert cslt.config == {"alg_id": 3, "split_k": 2} and cslt.family is None
+    cutlass = tuned.lookup("cutlass_sm90", "fwd", 4096, 4096, 1024, "2:4", "bfloat16")
+    assert (
+        cutlass.config == {**CUTLASS_DEFAULT, "perm_realisation": "-"} and cutlass.median_ms == 0.4
+    )
     # bwd-data: one winner per realisation, the permutation's realisation recorded
     bwd = tuned.lookup("kernels", "bwd-data", 1024, 4096, 4096, "2:4", "bfloat16")
     assert bwd.realisation == "physical" and bwd.median_ms == 0.6  # the fastest of both
@@ -152,8 +162,8 @@ def test_the_exporter_keeps_correct_sparse_gpu_rows_only():
 def test_the_backend_table_names_registered_gpu_sparse_backends():
     for name, (training, family) in TRAINING_BACKENDS.items():
         assert BACKENDS[name].kind == "sparse" and BACKENDS[name].device == "cuda"
-        assert training in ("kernels", "cusparselt")
-        assert (family is None) == (training == "cusparselt")
+        assert training in TRAINING and training != "torch"
+        assert (family is None) == (training != "kernels")
 
 
 def _doc(**change) -> dict:

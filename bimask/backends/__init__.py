@@ -3,8 +3,9 @@
 A backend supplies the three GEMMs of a sparse layer: the forward with W*Mf, the input gradient
 with W*Mb, and the dense weight gradient. ``torch`` (plain PyTorch, CPU and GPU) is the default
 and the reference; ``kernels`` runs this project's sparse kernels on a GPU, ``cusparselt``
-NVIDIA's cuSPARSELt (through ``torch._cslt_sparse_mm``). One module per
-backend; this registry is the only place that names them.
+NVIDIA's cuSPARSELt (through ``torch._cslt_sparse_mm``), ``cutlass_sm90`` this project's CUTLASS
+3.x sm90 sparse builds (Hopper). One module per backend; this registry is the only place that
+names them.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import sys
 
 from bimask.backends.base import LayerOps
 from bimask.backends.cusparselt_ops import cusparselt_linear
+from bimask.backends.cutlass_ops import cutlass_linear
 from bimask.backends.kernels_ops import kernels_linear
 from bimask.backends.torch_ops import TorchConvOps, TorchLinearOps, torch_conv2d, torch_linear
 
@@ -21,6 +23,7 @@ BACKENDS = {
     "torch": {"linear": torch_linear, "conv2d": torch_conv2d},
     "kernels": {"linear": kernels_linear},
     "cusparselt": {"linear": cusparselt_linear},
+    "cutlass_sm90": {"linear": cutlass_linear},
 }
 
 

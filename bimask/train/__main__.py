@@ -72,8 +72,9 @@ def parser() -> argparse.ArgumentParser:
         "--backend",
         choices=sorted(BACKENDS),
         default=d.backend,
-        help="GEMMs of the sparse layers: torch, kernels (this project's sparse kernels) or "
-        "cusparselt (NVIDIA cuSPARSELt); the last two: CUDA, Linear layers",
+        help="GEMMs of the sparse layers: torch, kernels (this project's sparse kernels), "
+        "cusparselt (NVIDIA cuSPARSELt) or cutlass_sm90 (CUTLASS 3.x sm90 builds, Hopper); all "
+        "but torch: CUDA, Linear layers",
     )
     p.add_argument(
         "--tuned-configs",

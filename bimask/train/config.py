@@ -68,7 +68,7 @@ class TrainConfig:
     resume: bool = False
     stop_after: int | None = None  # stop after this many epochs of this invocation (preemption)
     conv_order: str = "nhwc"
-    backend: str = "torch"  # bimask.backends: torch, kernels (ours), cusparselt (CUDA)
+    backend: str = "torch"  # bimask.backends: torch; kernels, cusparselt, cutlass_sm90 (CUDA)
     tuned_configs: str | None = None  # a sweep's winners (python -m suite export-tuned)
     # gather (the paper's) or physical (bimask only; a different method: bimask.physical)
     perm_realisation: str = "gather"

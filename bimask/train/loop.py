@@ -157,7 +157,7 @@ def evaluate(model, loader, device, info) -> float:
 def train(cfg: TrainConfig) -> dict:
     """Train one model with one method; returns the summary (also written to out/summary.json)."""
     device = resolve_device(cfg.device)
-    if cfg.backend != "torch" and device.type != "cuda":  # kernels, cusparselt
+    if cfg.backend != "torch" and device.type != "cuda":  # kernels, cusparselt, cutlass_sm90
         raise ValueError(
             f"--backend {cfg.backend} runs the sparse kernels on a GPU; this run is on {device}"
         )
