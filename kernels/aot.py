@@ -159,9 +159,11 @@ def run_builds(cc: tuple[int, int], dtypes: tuple[str, ...] = ("bfloat16",)) -> 
 
 
 def cutlass_builds(cc: tuple[int, int], dtypes: tuple[str, ...] = ("bfloat16",)) -> list[Build]:
-    """The CUTLASS sm90 shared libraries a quick bench launches on ``cc``: the default and the
+    """The CUTLASS sm90 shared libraries a first look launches on ``cc``: the default and the
     quick-space configs (``suite.backends.cutlass_sm90``), one per build (run-time tunables
-    share one), output in the inputs' dtype. Each also holds CUTLASS's compressor."""
+    share one), output in the inputs' dtype; and what the GPU tests and ``kernels check`` add
+    (tests/test_cutlass_gpu.py): the default in float16, the default and its stream-K twin
+    with a float32 output. Each also holds CUTLASS's compressor."""
     from kernels import cutlass_family as fam
 
     variant = VARIANTS["cutlass_sm90_sparse"]
@@ -171,11 +173,19 @@ def cutlass_builds(cc: tuple[int, int], dtypes: tuple[str, ...] = ("bfloat16",))
     by_build = {}
     for config in [variant.default(), *quick]:
         by_build.setdefault(tuple(sorted(variant.defines(config).items())), config)
-    return [
-        Build(variant.name, config, dtype, arch_of(cc), (("OUT_F32", 0),))
+    arch, default = arch_of(cc), variant.default()
+    stream_k = Config.of({**default.to_dict(), "STREAM_K": 1})
+    builds = [
+        Build(variant.name, config, dtype, arch, (("OUT_F32", 0),))
         for dtype in dtypes
         for config in by_build.values()
     ]
+    builds += [
+        Build(variant.name, default, "float16", arch, (("OUT_F32", 0),)),
+        Build(variant.name, default, "bfloat16", arch, (("OUT_F32", 1),)),
+        Build(variant.name, stream_k, "bfloat16", arch, (("OUT_F32", 1),)),
+    ]
+    return list(dict.fromkeys(builds))
 
 
 def missing(builds: list[Build]) -> dict[Build, str]:

@@ -1,8 +1,9 @@
 """A quick on-device sanity check of every GEMM kernel family (``python -m kernels check``).
 
-One launch per kernel (sparse, sparse with the permuted-B gather, dense) of each family the
-device runs, on shapes that are no tile multiple, output poisoned with NaN first, every element
-compared with a float64 product on the device. It is small enough to run under
+One launch per kernel (sparse, sparse with the permuted-B gather, dense) of each of our families
+the device runs, and of the CUTLASS sm90 family's default (compressed by CUTLASS's own device
+compressor; Hopper only), on shapes that are no tile multiple, output poisoned with NaN first,
+every element compared with a float64 product on the device. It is small enough to run under
 ``compute-sanitizer``; the full acceptance suite is tests/test_kernels_gpu.py.
 """
 
@@ -82,3 +83,33 @@ def check_family(family: str, m: int = 200, n: int = 136, k: int = 320, seed: in
         torch.cuda.synchronize()
         results.append(CheckResult(family, variant.name, (m, n, k), _rel(out, expect)))
     return results
+
+
+def check_cutlass(m: int = 200, n: int = 136, k: int = 320, seed: int = 0):
+    """The CUTLASS sm90 family's default config, bfloat16 and float16, on this device (a row
+    saying why not where the family cannot run: another GPU, no CUTLASS headers and no cache)."""
+    variant = VARIANTS["cutlass_sm90_sparse"]
+    if why := variant.is_available():
+        return [CheckResult("cutlass_sm90", variant.name, (m, n, k), float("nan"), why)]
+    from kernels.cutlass_ops import cutlass_compress, cutlass_gemm
+
+    g = torch.Generator().manual_seed(seed)
+    results = []
+    for dtype in (torch.bfloat16, torch.float16):
+        a = top2_of_4(torch.randn(m, k, generator=g)).to(dtype).cuda()
+        b = torch.randn(n, k, generator=g).to(dtype).cuda()
+        out = torch.full((m, n), float("nan"), device="cuda", dtype=dtype)
+        cutlass_gemm(cutlass_compress(a, variant.default()), b, variant.default(), out=out)
+        torch.cuda.synchronize()
+        name = f"{variant.name} {str(dtype).removeprefix('torch.')}"
+        results.append(
+            CheckResult("cutlass_sm90", name, (m, n, k), _rel(out, a.double() @ b.double().t()))
+        )
+    return results
+
+
+# family name (python -m kernels check --family) -> its check
+CHECKS = {
+    **{f: (lambda f=f: check_family(f)) for f in GEMM_FAMILIES},
+    "cutlass_sm90": check_cutlass,
+}

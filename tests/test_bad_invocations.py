@@ -128,6 +128,9 @@ CASES = [
     # kernels
     ("kernels", ["compile", "--arch", "sm_75"], "--arch: invalid choice: 'sm_75'"),
     ("kernels", ["check", "--family", "sm70"], "--family: invalid choice: 'sm70'"),
+    ("kernels", ["check", "--family", "cutlass"], "--family: invalid choice: 'cutlass'"),
+    ("suite", ["first-look", "--dry-run", "--steps"], "--steps: expected at least one"),
+    ("suite", ["first-look", "--dry-run", "--steps", "tests"], "--steps: invalid choice: 'tests'"),
     ("kernels", ["frobnicate"], "invalid choice: 'frobnicate'"),
 ]
 

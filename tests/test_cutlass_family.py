@@ -256,3 +256,24 @@ def test_kernels_build_makes_every_library_the_quick_space_launches():
     for config in BACKENDS["cutlass_sm90"].quick_space(problem).configs():
         path, _ = build.cache_entry(V, kernel_config(config), "sm_90a", "bfloat16", {"OUT_F32": 0})
         assert path in made, config
+
+
+def test_kernels_build_makes_every_library_the_gpu_tests_launch():
+    """tests/test_cutlass_gpu.py and ``kernels check`` launch only what a first look's cache
+    holds: every schedule in bfloat16, the default in float16, the float32-output builds."""
+    from test_cutlass_gpu import CONFIGS
+
+    from kernels import aot
+
+    made = {
+        build.cache_entry(V, b.config, b.arch, b.dtype, dict(b.extra))[0]
+        for b in aot.run_builds((9, 0))
+    }
+    asked = [(CONFIGS[name], "bfloat16", 0) for name in CONFIGS]
+    asked += [(DEFAULT, "float16", 0), (DEFAULT, "bfloat16", 1)]  # float16; float32 output
+    asked += [({**DEFAULT, "STREAM_K": 1}, "bfloat16", 1)]  # its SPLITS is a run-time argument
+    for config, dtype, out_f32 in asked:
+        runtime = {"RASTER": 0, "SWIZZLE": 1, "SPLITS": 1}
+        c = Config.of({**config, **runtime})
+        path, _ = build.cache_entry(V, c, "sm_90a", dtype, {"OUT_F32": out_f32})
+        assert path in made, (config, dtype, out_f32)

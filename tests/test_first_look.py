@@ -4,6 +4,7 @@ import shutil
 import sys
 import tarfile
 import time
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -15,6 +16,7 @@ from suite.cli import main as suite_main
 from suite.steps import Step, run_steps
 
 PY = sys.executable
+ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture
@@ -257,3 +259,30 @@ def test_first_look_output_that_is_a_file_is_a_clear_error(tmp_path, capsys):
     argv = ["first-look", "--dry-run", "--for-device", "H100", "--out", str(a_file)]
     assert suite_main(argv) == 2
     assert "is a file, not a folder" in capsys.readouterr().err
+
+
+def test_run_1_leaves_the_training_step_to_a_second_run_that_names_its_steps(
+    no_nvcc, tmp_path, capsys
+):
+    steps = {s.name: s for s in first_look.plan(tmp_path, (9, 0), None)}
+    assert tuple(steps) == first_look.STEP_NAMES
+    step = steps["training-step"].argv
+    assert step[step.index("-m") + 1 : step.index("-m") + 3] == ["suite", "step"]
+    assert "--full-shapes" in step and float(step[step.index("--time-budget") + 1]) < 150
+    assert steps["training-step"].needs  # its kernels are in the dry run's cache check
+    tests = steps["gpu-tests"].argv
+    for name in first_look.GPU_TESTS:
+        assert (ROOT / name).is_file() and str(ROOT / name) in tests
+    assert "cutlass_sm90" in steps["headline"].argv
+    argv = ["first-look", "--dry-run", "--for-device", "H100", "--out", str(tmp_path / "o")]
+    suite_main(argv)
+    out = capsys.readouterr().out
+    assert "training-step" not in out and "gpu-tests" in out
+    suite_main([*argv, "--steps", "training-step", "memcheck"])
+    lines = capsys.readouterr().out.splitlines()
+    names = [ln.split()[0] for ln in lines[2:] if ln.split()[0] in steps]
+    assert names == ["memcheck", "training-step"]  # plan order, only those
+    with pytest.raises(SystemExit) as exit_:
+        suite_main([*argv, "--steps", "training"])
+    assert exit_.value.code == 2
+    assert "invalid choice: 'training'" in capsys.readouterr().err

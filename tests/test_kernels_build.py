@@ -177,6 +177,19 @@ def test_cli_check_needs_a_gpu_and_says_so(capsys):
     assert "needs a CUDA device" in capsys.readouterr().err
 
 
+def test_check_covers_every_family_and_cutlass_says_why_it_cannot_run_here():
+    import torch
+
+    from kernels.check import CHECKS
+    from kernels.registry import GEMM_FAMILIES
+
+    assert set(CHECKS) == {*GEMM_FAMILIES, "cutlass_sm90"}
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU: tests/test_cutlass_gpu.py runs the check")
+    (row,) = CHECKS["cutlass_sm90"]()
+    assert row.ok and "no CUDA device" in row.skipped  # a stated skip, never a crash
+
+
 def test_check_mask_keeps_the_two_largest_of_every_aligned_four():
     import torch
 
