@@ -59,8 +59,11 @@ QUICK_TUNABLES = {
         "WARPGROUPS": (2,),
         "STAGES": (4,),
         "INFLIGHT": (0, 1),
-        "SMEM_PAD": (1,),
+        "SMEM_PAD": (0, 1),
         "SPLIT_K": (1,),
+        # the kernel as first reviewed (cp.async by every thread) and, at the default tile, the
+        # issue-11 main loop (copy engine + producer warpgroup); the first GPU run checks both
+        "TMA": (0, 1),
     },
 }
 # ... of which only these pairs: 32-deep tiles in four stages (they fit the 99 KB devices: 8.6,
@@ -71,7 +74,10 @@ QUICK_RULES = {
         lambda c: c["LDMATRIX"] == c["EPI_SMEM"],
         lambda c: c["WARPS_M"] == c["BLOCK_M"] // 64,  # 64 rows a warp: room for both kernels
     ),
-    "sm90": (),
+    "sm90": (
+        lambda c: c["SMEM_PAD"] == 1 - c["TMA"],  # padded cp.async tiles, swizzled TMA ones
+        lambda c: not c["TMA"] or (c["BLOCK_M"], c["BLOCK_N"]) == (256, 128),
+    ),
 }
 # Patterns whose compress kernel (mask + pack) a run builds: those with a sparse-core path.
 COMPRESS_PATTERNS = ((2, 4), (1, 4), (2, 8), (1, 8), (1, 16))

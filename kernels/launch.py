@@ -59,6 +59,18 @@ def ensure_dynamic_smem(fn, smem: int, set_limit) -> None:
         _SMEM_SET[id(fn)] = (fn, smem)
 
 
+def _cupy_value(kind: str, v):
+    """A kernel argument as CuPy passes it: pointers and ints as numpy scalars, a tensor map
+    (128 bytes) as a structured scalar, copied by value into the kernel's parameter space."""
+    import numpy as np
+
+    if kind == "ptr":
+        return np.uint64(v)
+    if kind == "tmap":
+        return np.frombuffer(v, dtype=np.dtype([("opaque", np.uint64, (len(v) // 8,))]))[0]
+    return np.int32(v)
+
+
 class CupyLauncher:
     name = "cupy"
 
@@ -84,10 +96,9 @@ class CupyLauncher:
 
     def launch(self, fn, grid, block, smem: int, args, stream: int) -> None:
         import cupy
-        import numpy as np
 
         ensure_dynamic_smem(fn, smem, lambda n: setattr(fn, "max_dynamic_shared_size_bytes", n))
-        values = [np.uint64(v) if kind == "ptr" else np.int32(v) for kind, v in args]
+        values = [_cupy_value(kind, v) for kind, v in args]
         with cupy.cuda.ExternalStream(stream):  # torch's current stream: events time this work
             fn(grid, block, tuple(values), shared_mem=smem)
 
@@ -115,6 +126,11 @@ class PycudaLauncher:
         return drv.module_from_file(str(cubin)).get_function(symbol)
 
     def launch(self, fn, grid, block, smem: int, args, stream: int) -> None:
+        if any(kind == "tmap" for kind, _ in args):
+            raise ValueError(
+                "TMA configs pass tensor maps by value, which this PyCUDA launcher does not; "
+                "launch them with launcher='cupy' (or pick a TMA=0 config)"
+            )
         import numpy as np
         import pycuda.driver as drv
 

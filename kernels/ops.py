@@ -166,6 +166,16 @@ def nm_gemm(
         ("i32", b.shape[1]),
         ("i32", c.shape[1]),
     ]
+    if config.to_dict().get("TMA", 0):  # the copy engine's tensor maps, by value
+        from kernels import tma
+
+        spec_a, spec_b = tma.operand_maps(
+            config, isinstance(a, Compressed), m, n, k, mp, kp, lda, b.shape[1]
+        )
+        args += [
+            ("tmap", tma.encode(spec_a, a_ptr, plan.dtype)),
+            ("tmap", tma.encode(spec_b, b.data_ptr(), plan.dtype)),
+        ]
     run.launch(fn, geo.grid, geo.block, geo.smem, args, torch.cuda.current_stream().cuda_stream)
     return c
 

@@ -137,6 +137,9 @@ def _wgmma_restrictions(sparse: bool) -> tuple[Callable[[dict], bool], ...]:
         lambda c: (c["BLOCK_M"] // c["WARPGROUPS"] // 64) * (c["BLOCK_N"] // 2) <= 128,
         lambda c: c["STAGES"] - 1 - c["INFLIGHT"] >= 1,  # at least one tile loading ahead
         lambda c, s=sparse: wgmma_smem(c, s) <= SPACE_SMEM_MAX["sm90"],
+        # TMA: each consumer waits for its wgmmas before it releases a stage, and the swizzled
+        # tiles have no padding (one config, not two the same)
+        lambda c: not c["TMA"] or (c["INFLIGHT"] == 0 and c["SMEM_PAD"] == 0),
     )
     # the metadata register of an in-flight sparse wgmma would be overwritten (see the source)
     return (*rules, lambda c: c["INFLIGHT"] == 0) if sparse else rules
@@ -147,7 +150,7 @@ def _mma_threads(c: dict) -> int:
 
 
 def _wgmma_threads(c: dict) -> int:
-    return c["WARPGROUPS"] * 128
+    return (c["WARPGROUPS"] + c.get("TMA", 0)) * 128  # TMA: a producer warpgroup more
 
 
 # 128 x 128 tiles, 32 dense K per stage, four stages: 80 KB (dense) / 66 KB (sparse) of shared
@@ -209,6 +212,9 @@ def _register_gemm_family(
     roles["dense"] = f"dense_gemm{suffix}"
     for (role, name), text in zip(roles.items(), about, strict=True):
         sparse = role != "dense"
+        rules = restrictions(sparse)
+        if role == "gather":  # the copy engine cannot gather rows (Hopper): cp.async loads only
+            rules = (*rules, lambda c: not c.get("TMA", 0))
         register(
             KernelVariant(
                 name,
@@ -216,7 +222,7 @@ def _register_gemm_family(
                 symbol,
                 tunables,
                 default,
-                restrictions(sparse),
+                rules,
                 fixed={"SPARSE": int(sparse), "GATHER_B": int(role == "gather")},
                 sparse=sparse,
                 sass_instruction=sass[0] if sparse else sass[1],
@@ -259,6 +265,9 @@ WGMMA_DEFAULT = {
     "INFLIGHT": 0,
     "SMEM_PAD": 1,
     "SPLIT_K": 1,
+    # cp.async loads by every thread until a GPU run has checked the copy-engine path (issue 17's
+    # list); the tuner measures both (a wrong result is a failed config, never a winner)
+    "TMA": 0,
 }
 WGMMA_TUNABLES = {
     "BLOCK_M": (64, 128, 256),
@@ -269,6 +278,7 @@ WGMMA_TUNABLES = {
     "INFLIGHT": (0, 1),
     "SMEM_PAD": (0, 1),
     "SPLIT_K": (1, 2, 4),
+    "TMA": (0, 1),  # 1: copy-engine loads by a producer warpgroup, mbarriers, swizzled tiles
 }
 GEMM_FAMILIES["sm90"] = _register_gemm_family(
     "sm90",

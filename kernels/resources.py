@@ -22,7 +22,13 @@ def gemm_smem(c: dict, sparse: bool) -> int:
 
 def wgmma_smem(c: dict, sparse: bool) -> int:
     """Dynamic shared memory of an nm_gemm_sm90.cu config: core-matrix tiles, 8 rows x 16 bytes
-    each, LBO = 128 (+16 with SMEM_PAD) bytes apart along K."""
+    each, LBO = 128 (+16 with SMEM_PAD) bytes apart along K; with TMA, swizzled tiles of whole
+    rows, each stage rounded up to 1 KB, its two mbarriers, and 1 KB to align the base by."""
+    if c.get("TMA", 0):
+        a_row = c["BLOCK_K"] if sparse else 2 * c["BLOCK_K"]
+        e = (c["BLOCK_M"] // 32) * (c["BLOCK_K"] // 32) * 32 * 4 if sparse else 0
+        stage = c["BLOCK_M"] * a_row + c["BLOCK_N"] * 2 * c["BLOCK_K"] + e
+        return c["STAGES"] * (-(-stage // 1024) * 1024 + 16) + 1024
     lbo = 128 + 16 * c["SMEM_PAD"]
     a = (c["BLOCK_M"] // 8) * (c["BLOCK_K"] // (16 if sparse else 8)) * lbo
     b = (c["BLOCK_N"] // 8) * (c["BLOCK_K"] // 8) * lbo

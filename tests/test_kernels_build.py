@@ -338,3 +338,118 @@ def test_staged_epilogue_refuses_split_k():
     assert not v.space().allows(bad.to_dict())
     with pytest.raises(CompileError, match="EPI_SMEM"):
         compile_variant(v, bad, extra={"OUT_F32": 1})
+
+
+def test_every_config_the_gpu_tests_launch_is_a_config_of_its_family():
+    """The GPU tests' hand-made configs stay whole when a tunable is added (a config missing
+    one is refused at launch, which only a GPU run would show)."""
+    from test_kernels_gpu import CONFIGS, SM90_CORNERS, SMALL_SM90
+
+    from kernels.registry import GEMM_FAMILIES
+
+    for family, configs in CONFIGS.items():
+        for role in ("sparse", "dense"):
+            v = VARIANTS[GEMM_FAMILIES[family][role]]
+            for name, config in configs.items():
+                v.space().checked(config.to_dict(), f"{v.name} {name}")
+    for corner in SM90_CORNERS:
+        VARIANTS["nm_spmm_sm90"].space().checked({**SMALL_SM90.to_dict(), **corner}, "corner")
+
+
+def _tma(v, **change):
+    return Config.of({**v.default().to_dict(), "SMEM_PAD": 0, "TMA": 1, **change})
+
+
+@pytest.mark.nvcc
+@needs_sass
+@pytest.mark.parametrize("name", ["nm_spmm_sm90", "dense_gemm_sm90"])
+@pytest.mark.parametrize("block_k", [32, 64, 128])
+def test_tma_builds_feed_the_wgmmas_from_the_copy_engine(name, block_k):
+    """Issue 11.8: TMA=1 loads A and B with the tensor copy engine (UTMALDG, no cp.async), the
+    metadata with bulk copies (UBLKCP), waits on mbarriers (SYNCS), hands the producer's
+    registers to the consumers (USETMAXREG), does the same wgmma work as the cp.async build,
+    and neither spills nor serialises its wgmmas."""
+    v = VARIANTS[name]
+    change = {"BLOCK_K": block_k, "STAGES": 3}
+    if block_k == 128:
+        change["BLOCK_M"] = 128
+    base = Config.of({**v.default().to_dict(), **change})
+    tma = _tma(v, **change)
+    assert v.space().allows(tma.to_dict()) and v.threads(tma.to_dict()) == 384
+    built = compile_variant(v, tma, "sm_90a")
+    sass = sass_instructions(built.cubin)
+    plain = sass_instructions(compile_variant(v, base, "sm_90a").cubin)
+    assert count_matching(sass, "UTMALDG") > 0 and count_matching(sass, "LDGSTS") == 0
+    assert count_matching(plain, "UTMALDG") == 0 and count_matching(plain, "LDGSTS") > 0
+    assert (count_matching(sass, "UBLKCP") > 0) == v.sparse  # the metadata rows
+    assert count_matching(sass, "SYNCS.PHASECHK") > 0  # mbarrier waits
+    assert {"USETMAXREG.DEALLOC.CTAPOOL", "USETMAXREG.TRY_ALLOC.CTAPOOL"} <= set(sass)
+    assert count_matching(sass, "HGMMA") == count_matching(plain, "HGMMA") > 0
+    assert count_matching(sass, "LDL") == count_matching(sass, "STL") == 0
+    assert "0 bytes spill stores" in built.ptxas_log
+    assert not WGMMA_SERIALIZED.search(built.ptxas_log)
+
+
+def test_tma_configs_are_refused_where_the_kernel_cannot_run_them():
+    sparse, gather = VARIANTS["nm_spmm_sm90"], VARIANTS["nm_spmm_gather_sm90"]
+    assert sparse.space().allows(_tma(sparse).to_dict())
+    assert not gather.space().allows(_tma(gather).to_dict())  # the copy engine cannot gather
+    assert not sparse.space().allows(_tma(sparse, SMEM_PAD=1).to_dict())
+    assert not VARIANTS["dense_gemm_sm90"].space().allows(_tma(sparse, INFLIGHT=1).to_dict())
+    assert VARIANTS["nm_spmm_sm90"].default()["TMA"] == 0  # until a GPU has checked it
+
+
+@pytest.mark.nvcc
+def test_nm_gemm_hands_a_tma_launch_its_two_tensor_maps(monkeypatch):
+    import torch
+
+    from kernels import compress, ops, tma
+    from kernels.check import top2_of_4
+
+    rec = _RecordingLauncher()
+    monkeypatch.setitem(ops.LAUNCHERS, "recording", rec)
+    pretend_device(monkeypatch, (9, 0))
+    specs = []
+    monkeypatch.setattr(tma, "encode", lambda spec, ptr, dtype: specs.append(spec) or bytes(128))
+    m, n, k = 200, 136, 320
+    g = torch.Generator().manual_seed(0)
+    comp = compress(top2_of_4(torch.randn(m, k, generator=g)).bfloat16(), "2:4")
+    b = torch.randn(n, k, generator=g).bfloat16()
+    cfg = _tma(VARIANTS["nm_spmm_sm90"])
+    ops.nm_gemm(comp, b, cfg, launcher="recording", family="sm90")
+    (call,) = rec.calls
+    assert call["block"][0] == 384 and [kind for kind, _ in call["args"][-2:]] == ["tmap"] * 2
+    a_spec, b_spec = specs
+    # compressed A: MP x KP/2 values, 64-byte rows per 64-deep tile; B: 128-byte rows
+    assert (a_spec.rows, a_spec.inner, a_spec.pitch) == (224, 160, 320)
+    assert (a_spec.box_rows, a_spec.swizzle, a_spec.box_inner) == (256, 64, 32)
+    assert (b_spec.rows, b_spec.inner, b_spec.pitch) == (n, k, 2 * k)
+    assert (b_spec.box_rows, b_spec.swizzle) == (128, 128)
+    plain = VARIANTS["nm_spmm_sm90"].default()
+    ops.nm_gemm(comp, b, plain, launcher="recording", family="sm90")
+    assert all(kind != "tmap" for kind, _ in rec.calls[-1]["args"]) and len(specs) == 2
+
+
+def test_tensor_map_specs_refuse_what_the_copy_engine_cannot_read():
+    from kernels.tma import MapSpec
+
+    ok = MapSpec("B", 320, 136, 640, 128, 128)
+    ok.check(0x1000)
+    with pytest.raises(ValueError, match="B is not 16-byte aligned"):
+        ok.check(0x1008)
+    with pytest.raises(ValueError, match="rows are 644 bytes apart.*multiple of 16"):
+        MapSpec("B", 322, 136, 644, 128, 128).check(0x1000)
+    with pytest.raises(ValueError, match="512-row, 128-byte box"):
+        MapSpec("B", 320, 136, 640, 512, 128).check(0x1000)
+
+
+def test_launchers_pass_tensor_maps_by_value_or_refuse_them():
+    import numpy as np
+
+    from kernels.launch import PycudaLauncher, _cupy_value
+
+    value = _cupy_value("tmap", bytes(range(128)))
+    assert isinstance(value, np.void) and value.dtype.itemsize == 128
+    assert value.tobytes() == bytes(range(128))
+    with pytest.raises(ValueError, match="launcher='cupy'"):
+        PycudaLauncher().launch(None, (1, 1, 1), (1, 1, 1), 0, [("tmap", bytes(128))], 0)

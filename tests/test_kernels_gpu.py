@@ -16,35 +16,37 @@ from suite.space import Config
 pytestmark = [pytest.mark.gpu, pytest.mark.cupy, pytest.mark.nvcc]
 PATTERNS = ["2:4", "1:4", "2:8", "1:16"]
 CASES = correctness_cases()
-SMALL = Config.of(
-    {
-        "BLOCK_M": 64,
-        "BLOCK_N": 64,
-        "BLOCK_K": 32,
-        "WARPS_M": 2,
-        "WARPS_N": 2,
-        "STAGES": 2,
-        "SMEM_PAD": 8,
-        "SPLIT_K": 1,
-    }
-)
 DEFAULT = VARIANTS["nm_spmm"].default()
+# small tiles (many blocks and K tiles on the small shapes), the rest of each family's default
+SMALL = Config.of(
+    {**DEFAULT.to_dict(), "BLOCK_M": 64, "BLOCK_N": 64, "BLOCK_K": 32, "WARPS_M": 2,
+     "WARPS_N": 2, "STAGES": 2, "SMEM_PAD": 8, "SPLIT_K": 1}
+)  # fmt: skip
+DEFAULT_SM90 = VARIANTS["nm_spmm_sm90"].default()
 SMALL_SM90 = Config.of(
-    {
-        "BLOCK_M": 64,
-        "BLOCK_N": 64,
-        "BLOCK_K": 32,
-        "WARPGROUPS": 1,
-        "STAGES": 2,
-        "INFLIGHT": 0,
-        "SMEM_PAD": 1,
-        "SPLIT_K": 1,
-    }
-)
+    {**DEFAULT_SM90.to_dict(), "BLOCK_M": 64, "BLOCK_N": 64, "BLOCK_K": 32, "WARPGROUPS": 1,
+     "STAGES": 2, "INFLIGHT": 0, "SMEM_PAD": 1, "SPLIT_K": 1}
+)  # fmt: skip
+# the copy-engine main loop (issue 11.8): small tiles (every swizzle width: 32-byte compressed A
+# rows, 64-byte B rows) and the default tile (64 / 128 bytes, two consumer warpgroups)
+TMA_SM90 = {
+    "tma-small": Config.of({**SMALL_SM90.to_dict(), "SMEM_PAD": 0, "TMA": 1}),
+    "tma-default": Config.of({**DEFAULT_SM90.to_dict(), "SMEM_PAD": 0, "TMA": 1}),
+    "tma-k128": Config.of(
+        {
+            **DEFAULT_SM90.to_dict(),
+            "BLOCK_M": 128,
+            "BLOCK_K": 128,
+            "STAGES": 3,
+            "SMEM_PAD": 0,
+            "TMA": 1,
+        }
+    ),  # fmt: skip
+}
 # per kernel family: a small config (many blocks and K tiles on the small shapes) and the default
 CONFIGS = {
     "sm80": {"small": SMALL, "default": DEFAULT},
-    "sm90": {"small": SMALL_SM90, "default": VARIANTS["nm_spmm_sm90"].default()},
+    "sm90": {"small": SMALL_SM90, "default": DEFAULT_SM90, **TMA_SM90},
 }
 FAMILIES = [
     "sm80",
@@ -133,6 +135,40 @@ def test_sm90_configs_sparse_and_dense(corner, dtype):
     dense_cfg = Config.of({**cfg.to_dict(), "INFLIGHT": 1})
     out = _run(a.cuda(), x.cuda(), dense_cfg, family="sm90")
     assert _rel(out, a.double() @ x.double().t()) < 1e-2
+
+
+@pytest.mark.hopper
+@pytest.mark.parametrize("name", sorted(TMA_SM90))
+@pytest.mark.parametrize("case", CASES, ids=lambda c: f"{c['m']}x{c['n']}x{c['k']}")
+def test_sm90_copy_engine_main_loop_against_float64(name, case):
+    """Issue 11.8: TMA loads into swizzled tiles, a producer warpgroup, mbarriers: sparse and
+    dense against float64, on shapes with tails in every dimension (the copy engine zero-fills)."""
+    cfg = TMA_SM90[name]
+    g = torch.Generator().manual_seed(case["seed"])
+    w = torch.randn(case["m"], case["k"], generator=g).bfloat16()
+    x = torch.randn(case["n"], case["k"], generator=g).bfloat16()
+    for pattern in ("2:4", "1:16"):
+        a = w * nm_mask(w, pattern)
+        out = _run(_to_gpu(compress(a, pattern)), x.cuda(), cfg, family="sm90")
+        assert _rel(out, a.double() @ x.double().t()) < 1e-2, pattern
+    out = _run(w.cuda(), x.cuda(), cfg, family="sm90")
+    assert _rel(out, w.double() @ x.double().t()) < 1e-2, "dense"
+
+
+@pytest.mark.hopper
+def test_sm90_copy_engine_with_float16_split_k_and_the_training_layout():
+    g = torch.Generator().manual_seed(5)
+    m, n, k = 520, 200, 1040
+    w = torch.randn(m, k, generator=g).half()
+    a = w * nm_mask(w, "2:4")
+    x = torch.randn(n, k, generator=g).half()
+    ref = a.double() @ x.double().t()
+    base = TMA_SM90["tma-default"].to_dict()
+    comp = _to_gpu(compress(a, "2:4"))
+    out = _run(comp, x.cuda(), Config.of({**base, "SPLIT_K": 2}), family="sm90")
+    assert out.dtype == torch.float32 and _rel(out, ref) < 1e-2
+    out = _run(comp, x.cuda(), Config.of(base), family="sm90", transpose_out=True)
+    assert _rel(out, ref.t()) < 1e-2
 
 
 @pytest.mark.parametrize("realisation", ["gather_in_kernel", "pre_permuted"])

@@ -25,8 +25,22 @@
 // (wgmma.wait_group INFLIGHT). The sparse path needs INFLIGHT = 0 (see the static_assert). A K
 // tile's wgmmas are issued before the copies of the tile AHEAD tiles later, so the address
 // arithmetic of those copies runs while the tensor cores work.
+//
+// TMA=1: warp-specialised. Warpgroup 0 is the producer: one thread loads each K tile with the
+// tensor copy engine (cp.async.bulk.tensor, A and B through tensor maps the host encodes and
+// passes by value as __grid_constant__ parameters; the metadata rows by plain bulk copies) into
+// STAGES stages, each with a "full" mbarrier (the copies' bytes complete it) and an "empty" one
+// (every consumer thread arrives when its wgmmas have read the stage). Warpgroups 1..WARPGROUPS
+// consume: wait for full, read the metadata words, issue the wgmmas, wait for them, arrive on
+// empty. With two consumer warpgroups the producer gives its registers up (setmaxnreg). Tiles
+// are K-major with the copy engine's 32/64/128-byte swizzle (the widest a tile row allows,
+// 128 bytes wide atoms side by side along K beyond that), which the wgmma descriptors name
+// (layout type, SBO = 8 rows of the swizzle width); a k-step inside a swizzle atom advances the
+// descriptor's start address. Edges: the copy engine zero-fills rows and columns outside the
+// tensors; metadata outside is written as 0x4444 before the stage is armed. No in-kernel gather
+// (the copy engine cannot gather rows on Hopper): the gather variant keeps TMA=0.
 // Tunables (#defines): BLOCK_M, BLOCK_N (the wgmma N: 64, 128 or 256), BLOCK_K, WARPGROUPS,
-// STAGES, INFLIGHT, SMEM_PAD (0/1), SPLIT_K, GATHER_B, DTYPE_BF16, OUT_F32, TRANS_C.
+// STAGES, INFLIGHT, SMEM_PAD (0/1), SPLIT_K, GATHER_B, TMA, DTYPE_BF16, OUT_F32, TRANS_C.
 #include "common.cuh"
 
 #ifndef BLOCK_M
@@ -56,8 +70,15 @@
 #ifndef SPARSE
 #define SPARSE 1
 #endif
+#ifndef TMA
+#define TMA 0  // 1: copy-engine loads by a producer warpgroup (warp specialisation)
+#endif
 
+#if TMA
+#define THREADS ((WARPGROUPS + 1) * 128)  // warpgroup 0 produces, 1..WARPGROUPS consume
+#else
 #define THREADS (WARPGROUPS * 128)
+#endif
 #define WG_ROWS (BLOCK_M / WARPGROUPS)
 #define MT (WG_ROWS / 64)  // m64 tiles per warpgroup
 #define ACC (BLOCK_N / 2)  // fp32 accumulators per thread per m64 tile
@@ -89,6 +110,28 @@ static_assert(AHEAD >= 1, "STAGES must leave at least one tile loading ahead");
 static_assert(!(SPARSE && INFLIGHT), "the sparse path waits for its wgmmas every K tile");
 static_assert(SMEM_PAD == 0 || SMEM_PAD == 1, "SMEM_PAD is 0 or 1 (16 bytes)");
 static_assert(STAGE_BYTES % 16 == 0, "stages stay 16-byte aligned");
+
+#if TMA
+static_assert(!GATHER_B, "the copy engine cannot gather rows: the gather variant keeps TMA=0");
+static_assert(INFLIGHT == 0, "TMA: each consumer waits for its wgmmas before releasing a stage");
+// bytes of one tile row per K tile, the swizzle width that row takes, and the swizzle atoms
+// (SW bytes wide, 8 rows a repeat) side by side along K
+#define A_ROW_BYTES (SPARSE ? BLOCK_K : 2 * BLOCK_K)  // compressed A: BLOCK_K/2 values a row
+#define B_ROW_BYTES (2 * BLOCK_K)
+#define SW_OF(rb) ((rb) >= 128 ? 128 : (rb))
+#define A_SW SW_OF(A_ROW_BYTES)
+#define B_SW SW_OF(B_ROW_BYTES)
+#define A_ATOMS (A_ROW_BYTES / A_SW)
+#define B_ATOMS (B_ROW_BYTES / B_SW)
+#define TA_BYTES (BLOCK_M * A_ROW_BYTES)
+#define TB_BYTES (BLOCK_N * B_ROW_BYTES)
+#define TE_BYTES (SPARSE ? E_WORDS * 4 : 0)
+#define TSTAGE_BYTES (((TA_BYTES + TB_BYTES + TE_BYTES) + 1023) / 1024 * 1024)  // 1024-aligned
+#define E_KT (BLOCK_K / 32)  // metadata k blocks per K tile
+static_assert(A_SW >= 32 && B_SW >= 32, "a tile row is at least 32 bytes (BLOCK_K >= 32)");
+static_assert(TA_BYTES % 1024 == 0 && TB_BYTES % 1024 == 0, "swizzle atoms stay 1024-aligned");
+static_assert(BLOCK_M <= 256 && BLOCK_N <= 256, "a copy-engine box has at most 256 rows");
+#endif
 
 #if BLOCK_N == 64
 #define WG_D "{" \
@@ -151,6 +194,75 @@ __device__ __forceinline__ uint64_t smem_desc(const void* p, uint32_t sbo) {
 __device__ __forceinline__ int cm_offset(int r, int c, int sbo) {
     return (r >> 3) * sbo + c * LBO + (r & 7) * 16;
 }
+
+#if TMA
+// A tensor map as the driver encodes it (CUtensorMap: 128 bytes, 64-byte aligned); kernels.tma
+// fills it on the host.
+struct __align__(64) TmaMap {
+    unsigned long long opaque[16];
+};
+
+__device__ __forceinline__ uint32_t smem_u32(const void* p) {
+    return static_cast<uint32_t>(__cvta_generic_to_shared(p));
+}
+
+// A K-major tile with the SW-byte swizzle: layout type (1: 128 B, 2: 64 B, 3: 32 B), LBO unused
+// (16 bytes), SBO = 8 rows x SW bytes; the start address may sit inside a swizzle atom (a k-step).
+template <int SW>
+__device__ __forceinline__ uint64_t sw_desc(const void* p) {
+    constexpr uint64_t layout = SW == 128 ? 1 : (SW == 64 ? 2 : 3);
+    return (uint64_t)((smem_u32(p) & 0x3FFFF) >> 4) | ((uint64_t)1 << 16) |
+           ((uint64_t)((8 * SW) >> 4) << 32) | (layout << 62);
+}
+
+// Byte kb along the rows of a ROWS-row tile of SW-wide atoms, at row `row` (a multiple of 8).
+template <int SW, int ROWS>
+__device__ __forceinline__ const unsigned char* sw_at(const unsigned char* tile, int row, int kb) {
+    return tile + (kb / SW) * (ROWS * SW) + row * SW + kb % SW;
+}
+
+__device__ __forceinline__ void mbar_init(uint64_t* bar, uint32_t count) {
+    asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;\n" ::"r"(smem_u32(bar)), "r"(count));
+}
+__device__ __forceinline__ void mbar_arrive(uint64_t* bar) {
+    asm volatile("mbarrier.arrive.shared::cta.b64 _, [%0];\n" ::"r"(smem_u32(bar)) : "memory");
+}
+__device__ __forceinline__ void mbar_arrive_expect_tx(uint64_t* bar, uint32_t bytes) {
+    asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;\n" ::"r"(smem_u32(bar)),
+                 "r"(bytes)
+                 : "memory");
+}
+// Wait until the phase of parity `parity` has completed (a fresh barrier: parity 1 has).
+__device__ __forceinline__ void mbar_wait(uint64_t* bar, uint32_t parity) {
+    uint32_t done = 0;
+    while (!done) {
+        asm volatile(
+            "{\n .reg .pred p;\n"
+            " mbarrier.try_wait.parity.shared::cta.b64 p, [%1], %2;\n"
+            " selp.u32 %0, 1, 0, p;\n}\n"
+            : "=r"(done)
+            : "r"(smem_u32(bar)), "r"(parity)
+            : "memory");
+    }
+}
+// One box of a 2-D tensor map (inner coordinate c0 in elements, row c1) into shared memory.
+__device__ __forceinline__ void tma_load_2d(void* dst, const TmaMap* map, uint64_t* bar, int c0,
+                                            int c1) {
+    asm volatile(
+        "cp.async.bulk.tensor.2d.shared::cluster.global.mbarrier::complete_tx::bytes"
+        " [%0], [%1, {%3, %4}], [%2];\n" ::"r"(smem_u32(dst)),
+        "l"(reinterpret_cast<uint64_t>(map)), "r"(smem_u32(bar)), "r"(c0), "r"(c1)
+        : "memory");
+}
+// `bytes` (a multiple of 16) contiguous bytes, 16-byte aligned at both ends.
+__device__ __forceinline__ void bulk_load(void* dst, const void* src, uint32_t bytes,
+                                          uint64_t* bar) {
+    asm volatile(
+        "cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1], %2, [%3];\n"
+        ::"r"(smem_u32(dst)), "l"(src), "r"(bytes), "r"(smem_u32(bar))
+        : "memory");
+}
+#endif
 
 __device__ __forceinline__ void wgmma_fence() { asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory"); }
 __device__ __forceinline__ void wgmma_commit() {
@@ -240,6 +352,7 @@ __device__ __forceinline__ void load_tile(unsigned char* st, const elem_t* __res
 #endif
 }
 
+#if !TMA
 extern "C" __global__ void __launch_bounds__(THREADS, 1)
 nm_gemm_wgmma(const elem_t* __restrict__ A, const uint32_t* __restrict__ E,
               const elem_t* __restrict__ B, const int* __restrict__ perm, out_t* __restrict__ C,
@@ -338,3 +451,144 @@ nm_gemm_wgmma(const elem_t* __restrict__ A, const uint32_t* __restrict__ E,
         }
     }
 }
+
+#else  // TMA: a producer warpgroup feeds the consumers through mbarriers
+
+extern "C" __global__ void __launch_bounds__(THREADS, 1)
+nm_gemm_wgmma(const elem_t* __restrict__ A, const uint32_t* __restrict__ E,
+              const elem_t* __restrict__ B, const int* __restrict__ perm, out_t* __restrict__ C,
+              int M, int N, int K, int MP, int KP, int lda, int ldb, int ldc,
+              const __grid_constant__ TmaMap map_a, const __grid_constant__ TmaMap map_b) {
+    extern __shared__ __align__(1024) unsigned char smem_raw[];
+    // the swizzle atoms need 1024-byte aligned tiles: the host allocates 1 KB more to align by
+    unsigned char* smem = smem_raw + ((1024u - (smem_u32(smem_raw) & 1023u)) & 1023u);
+    uint64_t* full = reinterpret_cast<uint64_t*>(smem + STAGES * TSTAGE_BYTES);
+    uint64_t* empty = full + STAGES;
+    const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+    const int wg = warp / 4, wi = warp % 4;  // warpgroup, warp inside it
+    const int m0 = blockIdx.y * BLOCK_M, n0 = blockIdx.x * BLOCK_N;
+    const KRange kr = split_k_range(SPARSE ? KP : K, BLOCK_K);
+    const int kt_begin = kr.begin, n_tiles = kr.count;
+
+    if (threadIdx.x == 0) {
+        for (int s = 0; s < STAGES; ++s) {
+            mbar_init(&full[s], 1);                  // the producer's arrive, then the bytes
+            mbar_init(&empty[s], WARPGROUPS * 128);  // every consumer thread
+        }
+        asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
+    }
+    __syncthreads();
+
+    if (wg == 0) {  // the producer warpgroup: one thread issues every copy
+#if WARPGROUPS == 2
+        asm volatile("setmaxnreg.dec.sync.aligned.u32 40;\n" ::: "memory");
+#endif
+        if (warp == 0 && lane == 0) {
+            for (int it = 0; it < n_tiles; ++it) {
+                const int s = it % STAGES;
+                mbar_wait(&empty[s], ((it / STAGES) & 1) ^ 1);  // its previous use is read
+                unsigned char* st = smem + s * TSTAGE_BYTES;
+                const int k0 = (kt_begin + it) * BLOCK_K;
+                uint32_t bytes = TA_BYTES + TB_BYTES;  // whole boxes count, zero-filled or not
+#if SPARSE
+                uint32_t* se = reinterpret_cast<uint32_t*>(st + TA_BYTES + TB_BYTES);
+                const int gk0 = k0 / 32;
+                const int valid_kt = max(0, min(E_KT, KP / 32 - gk0));
+                for (int mt = 0; mt < BLOCK_M / 32; ++mt) {
+                    const int have = (m0 / 32 + mt < MP / 32) ? valid_kt : 0;
+                    for (int w = have * 32; w < E_KT * 32; w += 4)  // outside: indices {0, 1}
+                        *reinterpret_cast<uint4*>(&se[mt * E_KT * 32 + w]) =
+                            make_uint4(0x44444444u, 0x44444444u, 0x44444444u, 0x44444444u);
+                    bytes += have * 128;
+                }
+#endif
+                mbar_arrive_expect_tx(&full[s], bytes);  // releases the stores above too
+#pragma unroll
+                for (int a = 0; a < A_ATOMS; ++a)
+                    tma_load_2d(st + a * (BLOCK_M * A_SW), &map_a, &full[s],
+                                (SPARSE ? k0 / 2 : k0) + a * (A_SW / 2), m0);
+#pragma unroll
+                for (int a = 0; a < B_ATOMS; ++a)
+                    tma_load_2d(st + TA_BYTES + a * (BLOCK_N * B_SW), &map_b, &full[s],
+                                k0 + a * (B_SW / 2), n0);
+#if SPARSE
+                for (int mt = 0; mt < BLOCK_M / 32; ++mt) {
+                    const int gmt = m0 / 32 + mt;
+                    if (gmt < MP / 32 && valid_kt > 0)
+                        bulk_load(&se[mt * E_KT * 32], E + ((long)gmt * (KP / 32) + gk0) * 32,
+                                  valid_kt * 128, &full[s]);
+                }
+#endif
+            }
+        }
+    } else {  // the consumer warpgroups
+#if WARPGROUPS == 2
+        asm volatile("setmaxnreg.inc.sync.aligned.u32 232;\n" ::: "memory");
+#endif
+        const int wc = wg - 1;  // consumer index: rows wc * WG_ROWS ..
+        const int g = lane / 4, t = lane % 4;
+        float acc[MT][ACC];
+#pragma unroll
+        for (int i = 0; i < MT; ++i)
+#pragma unroll
+            for (int v = 0; v < ACC; ++v) acc[i][v] = 0.0f;
+
+        for (int it = 0; it < n_tiles; ++it) {
+            const int s = it % STAGES;
+            mbar_wait(&full[s], (it / STAGES) & 1);  // the copies (and metadata fills) landed
+            const unsigned char* ta = smem + s * TSTAGE_BYTES;
+            const unsigned char* tb = ta + TA_BYTES;
+#if SPARSE
+            const uint32_t* se = reinterpret_cast<const uint32_t*>(tb + TB_BYTES);
+            uint32_t e[MT][E_KT];
+#pragma unroll
+            for (int i = 0; i < MT; ++i)
+#pragma unroll
+                for (int ks = 0; ks < E_KT; ++ks) {
+                    int row = wc * WG_ROWS + i * 64 + 16 * wi;  // this warp's 16 rows
+                    e[i][ks] = se[((row / 32) * E_KT + ks) * 32 + 4 * g + 2 * (wi & 1) + (t & 1)];
+                }
+#endif
+            fence_acc(acc);
+            wgmma_fence();
+#pragma unroll
+            for (int ks = 0; ks < BLOCK_K / 32; ++ks) {
+#pragma unroll
+                for (int i = 0; i < MT; ++i) {
+                    const int row = wc * WG_ROWS + i * 64;
+#if SPARSE
+                    // compressed A: 16 values (32 bytes) a row per 32 dense K; B: 64 bytes
+                    uint64_t da = sw_desc<A_SW>(sw_at<A_SW, BLOCK_M>(ta, row, ks * 32));
+                    uint64_t db = sw_desc<B_SW>(sw_at<B_SW, BLOCK_N>(tb, 0, ks * 64));
+                    wgmma_sp(acc[i], da, db, e[i][ks]);
+#else
+#pragma unroll
+                    for (int h = 0; h < 2; ++h) {  // two k16 halves (32 bytes each)
+                        uint64_t da = sw_desc<A_SW>(sw_at<A_SW, BLOCK_M>(ta, row, ks * 64 + h * 32));
+                        uint64_t db = sw_desc<B_SW>(sw_at<B_SW, BLOCK_N>(tb, 0, ks * 64 + h * 32));
+                        wgmma_dense(acc[i], da, db);
+                    }
+#endif
+                }
+            }
+            wgmma_commit();
+            wgmma_wait<0>();
+            fence_acc(acc);
+            mbar_arrive(&empty[s]);  // this thread's wgmmas have read the stage
+        }
+
+#pragma unroll
+        for (int i = 0; i < MT; ++i) {
+            int row = m0 + wc * WG_ROWS + i * 64 + 16 * wi + g;
+#pragma unroll
+            for (int j = 0; j < BLOCK_N / 8; ++j) {
+                int col = n0 + j * 8 + 2 * t;
+                store_out(C, row, col, M, N, ldc, acc[i][4 * j + 0]);
+                store_out(C, row, col + 1, M, N, ldc, acc[i][4 * j + 1]);
+                store_out(C, row + 8, col, M, N, ldc, acc[i][4 * j + 2]);
+                store_out(C, row + 8, col + 1, M, N, ldc, acc[i][4 * j + 3]);
+            }
+        }
+    }
+}
+#endif  // TMA
