@@ -61,13 +61,14 @@ def ensure_dynamic_smem(fn, smem: int, set_limit) -> None:
 
 def _cupy_value(kind: str, v):
     """A kernel argument as CuPy passes it: pointers and ints as numpy scalars, a tensor map
-    (128 bytes) as a structured scalar, copied by value into the kernel's parameter space."""
+    (128 bytes) as a one-element host array of that size, which CuPy (13.x and 14.x) copies by
+    value into the kernel's parameter space (a structured scalar works on 14.x only)."""
     import numpy as np
 
     if kind == "ptr":
         return np.uint64(v)
     if kind == "tmap":
-        return np.frombuffer(v, dtype=np.dtype([("opaque", np.uint64, (len(v) // 8,))]))[0]
+        return np.frombuffer(v, dtype=np.dtype((np.void, len(v))))
     return np.int32(v)
 
 

@@ -104,6 +104,7 @@ def nm_gemm(
     launcher: str = "cupy",
     out: torch.Tensor | None = None,
     family: str = "sm80",
+    b_layout: str = "nk",
 ) -> torch.Tensor:
     """C = A . B^T with A compressed (sparse path) or a dense tensor (dense kernel).
 
@@ -114,6 +115,9 @@ def nm_gemm(
     operand is checked first (``kernels.validate``): all on one CUDA device, contiguous, 16-byte
     aligned where the kernel reads vectors, of matching dtypes and shapes. An empty M or N gives
     an empty result, K = 0 a zero one, without a launch.
+
+    ``b_layout="kn"`` takes B as K x N (N contiguous) with ``perm``: the gather then copies
+    whole 16-byte chunks of B's row perm[k] (family sm80); "nk" (default) is B as N x K.
     """
     plan = gemm_plan(
         a,
@@ -124,6 +128,7 @@ def nm_gemm(
         out=out,
         out_dtype=out_dtype,
         transpose_out=transpose_out,
+        b_layout=b_layout,
     )
     m, n, k, variant = plan.m, plan.n, plan.k, plan.variant
     split = config["SPLIT_K"]
@@ -141,7 +146,7 @@ def nm_gemm(
     extra = gemm_extra(config, plan.out_f32, transpose_out)
     run = LAUNCHERS[launcher]
     fn = run.function(variant.name, extra, config, plan.dtype, arch_of(plan.info.cc))
-    b = _pad_k(b)
+    b = _pad_k(b)  # kn: B's rows are N long, padded the same way (zeros past N are never read)
     geo = gemm_launch(variant, config, m, n)
     if isinstance(a, Compressed):
         mp, kp = a.padded_shape

@@ -253,6 +253,26 @@ GEMM_FAMILIES["sm80"] = _register_gemm_family(
     threads=_mma_threads,
 )
 
+# The permuted gather with B read K-major (K x N, N contiguous): row perm[k] of B is whole 16-byte
+# chunks, copied with cp.async (issue 11.7). Its caller hands it B^T (nm_gemm(b_layout="kn")), as
+# when the GEMM that produced dY wrote it transposed; same tunables as the family.
+register(
+    KernelVariant(
+        "nm_spmm_gather_kn",
+        "nm_gemm_sm80.cu",
+        "nm_gemm",
+        GEMM_TUNABLES,
+        GEMM_DEFAULT,
+        _gemm_restrictions(True),
+        fixed={"SPARSE": 1, "GATHER_B": 1, "B_KMAJOR": 1},
+        sass_instruction="HMMA.SP",
+        smem=lambda c: gemm_smem({**c, "B_KMAJOR": 1}, True),
+        description="nm_spmm_gather reading B K-major (K x N): the gather copies whole rows",
+        threads=_mma_threads,
+    )
+)
+GEMM_FAMILIES["sm80"]["gather_kn"] = "nm_spmm_gather_kn"
+
 # 256 x 128 tiles, two warpgroups of two m64 tiles each: A is the operand 2:4 halves, so a tall
 # tile moves the most dense-equivalent work per byte on the sparse path (intensity
 # BM*BN/(BM/2 + BN) = 128 FLOP/B against BM*BN/(BM + BN) = 85 dense).

@@ -9,7 +9,10 @@ def gemm_smem(c: dict, sparse: bool) -> int:
     staged output tile if EPI_SMEM needs more."""
     pad = c["SMEM_PAD"]
     a = c["BLOCK_M"] * ((c["BLOCK_K"] // 2 if sparse else c["BLOCK_K"]) + pad) * 2
-    b = c["BLOCK_N"] * (c["BLOCK_K"] + pad) * 2
+    if c.get("B_KMAJOR", 0):  # B stored K-major: BLOCK_K rows of BLOCK_N (+ pad)
+        b = c["BLOCK_K"] * (c["BLOCK_N"] + pad) * 2
+    else:
+        b = c["BLOCK_N"] * (c["BLOCK_K"] + pad) * 2
     e = (c["BLOCK_M"] // 32) * (c["BLOCK_K"] // 32) * 32 * 4 if sparse else 16
     stages = c["STAGES"] * (a + b + e)
     if not c.get("EPI_SMEM", 0):

@@ -132,8 +132,13 @@ def gemm_plan(
     out: torch.Tensor | None,
     out_dtype: torch.dtype | None,
     transpose_out: bool,
+    b_layout: str = "nk",
 ) -> GemmPlan:
     """Every check of ``kernels.ops.nm_gemm``'s operands; raises ValueError / TypeError."""
+    if b_layout not in ("nk", "kn"):
+        raise ValueError(
+            f"b_layout must be 'nk' (B is N x K) or 'kn' (B is K x N), not {b_layout!r}"
+        )
     if family not in GEMM_FAMILIES:
         raise ValueError(f"unknown kernel family {family!r}; choose one of {sorted(GEMM_FAMILIES)}")
     roles = GEMM_FAMILIES[family]
@@ -146,15 +151,26 @@ def gemm_plan(
     named["b"] = b
     named.update({k: v for k, v in (("perm", perm), ("out", out)) if v is not None})
     dev = check_devices(named)
-    name = roles["dense"] if not sparse else roles["gather" if perm is not None else "sparse"]
+    kn = b_layout == "kn"
+    if kn and (perm is None or "gather_kn" not in roles):
+        have = sorted(f for f, r in GEMM_FAMILIES.items() if "gather_kn" in r)
+        raise ValueError(
+            "b_layout='kn' (B given K x N) is the permuted gather's layout: pass perm, on "
+            f"family {' or '.join(map(repr, have))}"
+        )
+    if kn:
+        name = roles["gather_kn"]
+    else:
+        name = roles["dense"] if not sparse else roles["gather" if perm is not None else "sparse"]
     variant = VARIANTS[name]
     if b.dim() != 2 or (not sparse and a.dim() != 2):
         shapes = f"A {tuple(a.shape) if not sparse else 'compressed'}, B {tuple(b.shape)}"
-        raise ValueError(f"the GEMM takes 2-D A (M x K) and B (N x K), got {shapes}")
+        want = "K x N" if kn else "N x K"
+        raise ValueError(f"the GEMM takes 2-D A (M x K) and B ({want}), got {shapes}")
     m, k = (a.rows, a.k) if sparse else a.shape
-    n = b.shape[0]
-    if b.shape[1] != k:
-        raise ValueError(f"B has K={b.shape[1]}, A has K={k}")
+    n, bk = (b.shape[1], b.shape[0]) if kn else b.shape
+    if bk != k:
+        raise ValueError(f"B has K={bk}, A has K={k}")
     dtype = half_dtype("B", b, variant)
     if sparse:
         _check_compressed(a, b)
@@ -163,7 +179,7 @@ def gemm_plan(
         if a.dtype != b.dtype:
             raise TypeError(f"A is {a.dtype} but B is {b.dtype}")
         check_layout("a", a, aligned=k % 8 == 0)  # K % 8 != 0: the launcher pads a copy
-    check_layout("b", b, aligned=k % 8 == 0)
+    check_layout("b", b, aligned=(n if kn else k) % 8 == 0)  # else the launcher pads a copy
     if perm is not None:
         _check_perm(perm, k)
     check_sizes(M=_round_up(m, TILE), N=n, K=_round_up(k, TILE))

@@ -449,7 +449,72 @@ def test_launchers_pass_tensor_maps_by_value_or_refuse_them():
     from kernels.launch import PycudaLauncher, _cupy_value
 
     value = _cupy_value("tmap", bytes(range(128)))
-    assert isinstance(value, np.void) and value.dtype.itemsize == 128
+    assert isinstance(value, np.ndarray) and value.shape == (1,) and value.dtype.itemsize == 128
     assert value.tobytes() == bytes(range(128))
     with pytest.raises(ValueError, match="launcher='cupy'"):
         PycudaLauncher().launch(None, (1, 1, 1), (1, 1, 1), 0, [("tmap", bytes(128))], 0)
+
+
+@pytest.mark.nvcc
+@needs_sass
+@pytest.mark.parametrize("ldmatrix", [0, 1])
+def test_the_k_major_gather_copies_whole_rows(ldmatrix):
+    """Issue 11.7: reading B K-major, the gather issues 16-byte cp.async (LDGSTS) only, where
+    the N x K gather loads and stores 2-byte elements; with LDMATRIX its fragments come from
+    transposed matrix loads (LDSM .MT88); the MMA work is the same."""
+    kn, nk = VARIANTS["nm_spmm_gather_kn"], VARIANTS["nm_spmm_gather"]
+    cfg = Config.of({**kn.default().to_dict(), "LDMATRIX": ldmatrix})
+    built = compile_variant(kn, cfg)
+    got = sass_instructions(built.cubin)
+    old = sass_instructions(compile_variant(nk, cfg).cubin)
+    assert count_matching(old, "LDG.E.U16") > 0 and count_matching(old, "STS.U16") > 0
+    assert count_matching(got, "LDG.E.U16") == count_matching(got, "STS.U16") == 0
+    assert count_matching(got, "LDGSTS") > count_matching(old, "LDGSTS")
+    assert count_matching(got, "HMMA.SP") == count_matching(old, "HMMA.SP") > 0
+    assert (count_matching(got, "LDSM.16.MT88") > 0) == bool(ldmatrix)
+    assert "0 bytes spill stores" in built.ptxas_log
+
+
+@pytest.mark.nvcc
+def test_nm_gemm_takes_b_k_major_for_the_gather_only(monkeypatch):
+    import torch
+
+    from kernels import compress, ops
+    from kernels.check import top2_of_4
+
+    rec = _RecordingLauncher()
+    monkeypatch.setitem(ops.LAUNCHERS, "recording", rec)
+    pretend_device(monkeypatch, (8, 0))
+    m, n, k = 200, 75, 320
+    g = torch.Generator().manual_seed(0)
+    comp = compress(top2_of_4(torch.randn(m, k, generator=g)).bfloat16(), "2:4")
+    bt = torch.randn(k, n, generator=g).bfloat16()  # K x N
+    perm = torch.randperm(k, generator=g).int()
+    cfg = VARIANTS["nm_spmm_gather_kn"].default()
+    out = ops.nm_gemm(comp, bt, cfg, perm=perm, launcher="recording", b_layout="kn")
+    assert out.shape == (m, n)
+    (call,) = rec.calls
+    assert call["fn"][0].name.startswith("nm_spmm_gather_kn-")
+    ints = [v for kind, v in call["args"] if kind == "i32"]
+    assert ints == [m, n, k, 224, 320, 160, 80, n]  # ldb: N padded to 16-byte rows
+    with pytest.raises(ValueError, match="b_layout='kn'.*pass perm, on family 'sm80'"):
+        ops.nm_gemm(comp, bt, cfg, launcher="recording", b_layout="kn")
+    pretend_device(monkeypatch, (9, 0))
+    with pytest.raises(ValueError, match="b_layout='kn'.*family 'sm80'"):
+        ops.nm_gemm(comp, bt, VARIANTS["nm_spmm_sm90"].default(), perm=perm, family="sm90",
+                    launcher="recording", b_layout="kn")  # fmt: skip
+    with pytest.raises(ValueError, match="b_layout must be 'nk'"):
+        ops.nm_gemm(comp, bt, cfg, perm=perm, launcher="recording", b_layout="tn")
+    with pytest.raises(ValueError, match="B has K=75, A has K=320"):
+        ops.nm_gemm(comp, bt.t().contiguous(), cfg, perm=perm, launcher="recording", b_layout="kn")
+
+
+def test_the_suite_measures_the_k_major_gather_beside_the_other_realisations():
+    from suite.backends import BACKENDS
+    from suite.problem import GemmProblem
+
+    p = GemmProblem("nm_gemm", "bwd-data", 512, 512, 512, "bfloat16", "2:4", perm="greedy")
+    sm80 = BACKENDS["bimask_sparse"].space(p).tunables["perm_realisation"]
+    sm90 = BACKENDS["bimask_sparse_sm90"].space(p).tunables["perm_realisation"]
+    assert set(sm80) == {"in_kernel", "in_kernel_kn", "separate_op", "physical"}
+    assert "in_kernel_kn" not in sm90

@@ -63,11 +63,8 @@ def _rel(out, ref):
 def _run(a_comp_or_dense, b, config, **kw):
     from kernels.ops import nm_gemm
 
-    shape = (
-        (b.shape[0], kw_m(a_comp_or_dense))
-        if kw.get("transpose_out")
-        else (kw_m(a_comp_or_dense), b.shape[0])
-    )
+    n = b.shape[1] if kw.get("b_layout") == "kn" else b.shape[0]
+    shape = (n, kw_m(a_comp_or_dense)) if kw.get("transpose_out") else (kw_m(a_comp_or_dense), n)
     f32 = kw.get("out_dtype") == torch.float32 or config["SPLIT_K"] > 1
     out = torch.full(shape, float("nan"), device="cuda", dtype=torch.float32 if f32 else b.dtype)
     if config["SPLIT_K"] > 1:
@@ -192,6 +189,26 @@ def test_bimask_backward_data_pass(realisation, family):
         out = _run(comp, dy[:, perm].contiguous().cuda(), cfg, **kw)
     assert out.shape == (tokens, in_f)
     assert _rel(out, ref) < 1e-2
+
+
+@pytest.mark.parametrize("tokens", [72, 75])  # 75: B^T's rows are not 16-byte chunks (padded)
+@pytest.mark.parametrize("ldmatrix", [0, 1])
+def test_the_k_major_gather_copies_rows_and_matches_float64(tokens, ldmatrix):
+    """Issue 11.7: B handed over K-major (dY^T) and gathered by whole rows with cp.async."""
+    g = torch.Generator().manual_seed(8)
+    out_f, in_f = 96, 160
+    w = torch.randn(out_f, in_f, generator=g)
+    mf = nm_mask(w, "2:4")
+    perm = find_permutation(w, mf, "2:4", "greedy")
+    mb = bimask_backward_mask(w, mf, "2:4", perm)
+    dy = torch.randn(tokens, out_f, generator=g).bfloat16()
+    ref = dy.double() @ (w * mb).double()
+    comp = _to_gpu(compress(((w * mb).t()).bfloat16()[:, perm], "2:4"))
+    for name in ("small", "default"):
+        cfg = Config.of({**CONFIGS["sm80"][name].to_dict(), "LDMATRIX": ldmatrix})
+        out = _run(comp, dy.t().contiguous().cuda(), cfg, perm=perm.int().cuda(),
+                   transpose_out=True, b_layout="kn")  # fmt: skip
+        assert _rel(out, ref) < 1e-2, name
 
 
 @pytest.mark.parametrize("family", FAMILIES)

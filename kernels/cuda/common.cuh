@@ -51,6 +51,11 @@ __device__ __forceinline__ void cp_async16(void* smem, const void* gmem, bool pr
     int bytes = pred ? 16 : 0;
     asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(gmem), "r"(bytes));
 }
+// The same with the first `bytes` (0..16) of the chunk read and the rest zero-filled.
+__device__ __forceinline__ void cp_async16_n(void* smem, const void* gmem, int bytes) {
+    unsigned dst = static_cast<unsigned>(__cvta_generic_to_shared(smem));
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(gmem), "r"(bytes));
+}
 __device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::); }
 template <int N>
 __device__ __forceinline__ void cp_async_wait() { asm volatile("cp.async.wait_group %0;\n" ::"n"(N)); }

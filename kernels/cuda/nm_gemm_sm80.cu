@@ -9,7 +9,10 @@
 // GATHER_B (B's K axis read through a permutation), LDMATRIX (fragments from shared memory with
 // ldmatrix.x4: one instruction per 16x16 A half-tile and per 8x32 B tile, instead of four 32-bit
 // loads each), EPI_SMEM (the output tile goes through shared memory and leaves in 16-byte
-// vectors along the output's contiguous axis, also when it is written transposed), DTYPE_BF16,
+// vectors along the output's contiguous axis, also when it is written transposed), B_KMAJOR (B
+// arrives K x N, N contiguous with leading dimension ldb: K indexes rows, so the permuted gather
+// copies whole 16-byte chunks of row perm[k] with cp.async instead of loading 2-byte elements;
+// the B tile is then stored K-major and its fragments are loaded transposed), DTYPE_BF16,
 // OUT_F32, TRANS_C.
 #include "common.cuh"
 #include "ptx_features.cuh"
@@ -47,6 +50,9 @@
 #ifndef EPI_SMEM
 #define EPI_SMEM 0
 #endif
+#ifndef B_KMAJOR
+#define B_KMAJOR 0
+#endif
 #if EPI_SMEM && SPLIT_K > 1
 #error "EPI_SMEM stores whole tiles; split-K adds partial sums atomically (EPI_SMEM=0)"
 #endif
@@ -64,6 +70,12 @@
 #define E_WORDS 4
 #endif
 #define B_LD (BLOCK_K + SMEM_PAD)
+#if B_KMAJOR
+#define BN_LD (BLOCK_N + SMEM_PAD)  // the K-major B tile: BLOCK_K rows of BLOCK_N (+ pad)
+#define B_ELEMS (BLOCK_K * BN_LD)
+#else
+#define B_ELEMS (BLOCK_N * B_LD)
+#endif
 // the staged output tile: rows along the output's contiguous axis, 16 bytes of padding per row
 #if TRANS_C
 #define CS_ROWS BLOCK_N
@@ -81,7 +93,7 @@ static_assert(SMEM_PAD % 8 == 0, "rows must stay 16-byte aligned");
 
 struct Stage {
     elem_t a[BLOCK_M * A_LD];
-    elem_t b[BLOCK_N * B_LD];
+    elem_t b[B_ELEMS];
     uint32_t e[E_WORDS];
 };
 
@@ -140,7 +152,40 @@ __device__ __forceinline__ void load_a_frag(uint32_t (&af)[4], const elem_t* til
 #endif
 }
 
-// The B fragment (k32 x n8) of the 8 rows of B starting at ``tile`` (row stride B_LD, K along a row).
+// ldmatrix.x4.trans: the same addressing, each 8x8 matrix delivered transposed: register j of
+// lane 4*r + c holds elements (2c, r) and (2c+1, r) of matrix j.
+__device__ __forceinline__ void ldsm_x4_trans(uint32_t (&r)[4], const elem_t* p) {
+    const unsigned addr = static_cast<unsigned>(__cvta_generic_to_shared(p));
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+                 : "r"(addr));
+}
+
+// Where the k32 x n8 block of B at (n, k) of a stage starts.
+__device__ __forceinline__ const elem_t* b_block(const elem_t* b, int n, int k) {
+#if B_KMAJOR
+    return b + k * BN_LD + n;
+#else
+    return b + n * B_LD + k;
+#endif
+}
+
+// The B fragment (k32 x n8) of the block at ``tile``: b[r] = B[k = 8r + 2t, +1][n = g].
+#if B_KMAJOR
+// K-major tile (row stride BN_LD, N along a row): matrix j = rows k 8j..8j+7, read transposed
+__device__ __forceinline__ void load_b_frag(uint32_t (&bf)[4], const elem_t* tile, int lane) {
+#if LDMATRIX
+    ldsm_x4_trans(bf, tile + lane * BN_LD);
+#else
+    const int g = lane / 4, t = lane % 4;
+    const uint16_t* bp = reinterpret_cast<const uint16_t*>(tile) + (2 * t) * BN_LD + g;
+#pragma unroll
+    for (int r = 0; r < 4; ++r)
+        bf[r] = uint32_t(bp[8 * r * BN_LD]) | (uint32_t(bp[(8 * r + 1) * BN_LD]) << 16);
+#endif
+}
+#else
+// N-major tile (row stride B_LD, K along a row)
 __device__ __forceinline__ void load_b_frag(uint32_t (&bf)[4], const elem_t* tile, int lane) {
 #if LDMATRIX
     ldsm_x4(bf, tile + (lane % 8) * B_LD + 8 * (lane / 8));
@@ -150,6 +195,7 @@ __device__ __forceinline__ void load_b_frag(uint32_t (&bf)[4], const elem_t* til
     for (int r = 0; r < 4; ++r) bf[r] = *reinterpret_cast<const uint32_t*>(bp + 8 * r);
 #endif
 }
+#endif
 
 // Issue the loads of one K tile (dense columns k0 .. k0+BLOCK_K) into a stage.
 __device__ __forceinline__ void load_tile(Stage& s, const elem_t* __restrict__ A_vals,
@@ -187,7 +233,23 @@ __device__ __forceinline__ void load_tile(Stage& s, const elem_t* __restrict__ A
     }
 #endif
     // B beyond K is zero-filled: padding in A is zero, and 0 * garbage could be NaN
+#if B_KMAJOR
+    // B is K x N: row k (row perm[k] when gathering) gives BLOCK_N/8 whole 16-byte chunks; a
+    // chunk at N's edge reads what is there and zero-fills the rest
+    constexpr int N_CHUNKS = BLOCK_N / 8;
+    for (int c = tid; c < BLOCK_K * N_CHUNKS; c += THREADS) {
+        int kk = c / N_CHUNKS, col = (c % N_CHUNKS) * 8;
+        int k = k0 + kk, n = n0 + col;
+        bool ok = (k < K) && (n < N);
 #if GATHER_B
+        int row = ok ? perm[k] : 0;
+#else
+        int row = k;
+#endif
+        cp_async16_n(&s.b[kk * BN_LD + col], ok ? B + (long)row * ldb + n : B,
+                     ok ? min(16, (N - n) * 2) : 0);
+    }
+#elif GATHER_B
     // B columns through the permutation: element loads, no 16-byte vectors along K
     for (int i = tid; i < BLOCK_N * BLOCK_K; i += THREADS) {
         int r = i / BLOCK_K, kk = i % BLOCK_K;
@@ -304,7 +366,7 @@ nm_gemm(const elem_t* __restrict__ A_vals, const uint32_t* __restrict__ E,
             uint32_t bf[NT][4];
 #pragma unroll
             for (int j = 0; j < NT; ++j)
-                load_b_frag(bf[j], &s.b[(wn * WARP_N + j * 8) * B_LD + ks * 32], lane);
+                load_b_frag(bf[j], b_block(s.b, wn * WARP_N + j * 8, ks * 32), lane);
 #pragma unroll
             for (int i = 0; i < MT; ++i) {
                 const int row = wm * WARP_M + i * 16;

@@ -7,7 +7,10 @@ tunable: ``in_kernel`` (the kernel reads B's K axis through pi), ``separate_op``
 gathered by index_select inside the timed call, then the plain kernel) or ``physical`` (B
 already in pi order, as when W's rows and the next layer's columns are reordered every
 perm_every steps: no per-step cost in this GEMM; the reorder, amortised, is not timed here, and
-it changes the next layer's masks, a different method: ``perm_realisation="physical"``).
+it changes the next layer's masks, a different method: ``perm_realisation="physical"``). Where
+the family has the K-major gather (sm80), ``in_kernel_kn``: the kernel reads B as K x N (dY^T,
+what a GEMM writing its output transposed hands on; made once per problem, untimed) and gathers
+whole rows of it.
 """
 
 from __future__ import annotations
@@ -44,7 +47,12 @@ def _space(name: str, problem, tunables: dict | None = None, rules: tuple = ()) 
     base = VARIANTS[name].space(smem_limit=current_smem_limit())
     tunables = dict(tunables or base.tunables)
     if not name.startswith("dense_gemm") and problem.pass_ == "bwd-data" and problem.perm != "-":
-        tunables["perm_realisation"] = ("in_kernel", "separate_op", "physical")
+        kn = any(
+            name in roles.values() and "gather_kn" in roles for roles in GEMM_FAMILIES.values()
+        )
+        tunables["perm_realisation"] = ("in_kernel", "separate_op", "physical") + (
+            ("in_kernel_kn",) if kn else ()
+        )
     return SearchSpace(tunables, (*base.restrictions, *rules))
 
 
@@ -67,13 +75,15 @@ def _compressed(inputs, a: torch.Tensor, pattern: str):
 
 def _sparse(problem, inputs, config, family: str) -> Prepared:
     realisation = config.to_dict().get("perm_realisation", "none")
-    a, b, perm, gather = inputs.a, inputs.b, None, None
+    a, b, perm, gather, layout = inputs.a, inputs.b, None, None, "nk"
     if inputs.perm is not None:
         a = a.index_select(1, inputs.perm)  # k in pi order: consecutive N:M groups
         if realisation == "physical":
             b = b.index_select(1, inputs.perm).contiguous()
         elif realisation == "separate_op":
             gather = inputs.perm
+        elif realisation == "in_kernel_kn":
+            b, perm, layout = _transposed(inputs), inputs.perm.int(), "kn"
         else:
             perm = inputs.perm.int()
     comp = _compressed(inputs, a, problem.pattern)
@@ -81,7 +91,18 @@ def _sparse(problem, inputs, config, family: str) -> Prepared:
     def operand():
         return b if gather is None else b.index_select(1, gather)
 
-    return _prepared(problem, comp, operand, config, perm=perm, sparse=True, family=family)
+    return _prepared(
+        problem, comp, operand, config, perm=perm, sparse=True, family=family, b_layout=layout
+    )
+
+
+_LAST_TRANSPOSED: dict = {}
+
+
+def _transposed(inputs) -> torch.Tensor:
+    """B^T (K x N, contiguous) of the problem being tuned, made once for all its configs."""
+    key = (id(inputs.b),)
+    return problem_operand(_LAST_TRANSPOSED, key, inputs.b, lambda: inputs.b.t().contiguous())
 
 
 def _dense(problem, inputs, config, family: str) -> Prepared:
@@ -90,7 +111,9 @@ def _dense(problem, inputs, config, family: str) -> Prepared:
     )
 
 
-def _prepared(problem, a, get_b, config, *, perm, sparse: bool, family: str) -> Prepared:
+def _prepared(
+    problem, a, get_b, config, *, perm, sparse: bool, family: str, b_layout: str = "nk"
+) -> Prepared:
     """The timed call: our kernel into a preallocated output (float32 for split-K)."""
     kcfg = kernel_config(config)
     device = get_b().device
@@ -98,7 +121,7 @@ def _prepared(problem, a, get_b, config, *, perm, sparse: bool, family: str) -> 
     out = torch.empty(problem.m, problem.n, device=device, dtype=dtype)
 
     def run():
-        return nm_gemm(a, get_b(), kcfg, perm=perm, out=out, family=family)
+        return nm_gemm(a, get_b(), kcfg, perm=perm, out=out, family=family, b_layout=b_layout)
 
     return Prepared(run, lambda o: o.copy_(run()), sparse_path=sparse)
 
