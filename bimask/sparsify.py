@@ -21,7 +21,7 @@ from bimask.attention import (
     make_sparse_attention,
     projection_weights,
 )
-from bimask.backends import BACKENDS
+from bimask.backends import BACKENDS, pattern_refusal, shape_refusal
 from bimask.layers import SparseMixin, unsupported_reason
 from bimask.methods import get_method
 from bimask.patterns import NMPattern
@@ -150,6 +150,8 @@ def sparsify(
             f"perm_realisation='physical' reorders rows by the Bi-Mask permutation; method "
             f"{method!r} has none: use method='bimask' or perm_realisation='gather'"
         )
+    if get_method(method).masks is not None and (why := pattern_refusal(backend, pattern)):
+        raise ValueError(why)  # every layer would fall back: say so before any change
     check_materialised(model)
     modules = dict(model.named_modules())
     asked = (set(keep_dense) if keep_dense is not None else set()) | ({output} - {None})
@@ -283,14 +285,14 @@ def _apply(model, plan, settings, backend, owner, realise) -> list[LayerDecision
             decisions.append(d)
             continue
         gemm_kind = "conv2d" if c.kind == "conv2d" else "linear"
-        layer_backend = backend if gemm_kind in BACKENDS[backend] else "torch"
-        note = (
-            "" if layer_backend == backend else f"; {gemm_kind} GEMMs on torch ({backend} has none)"
-        )
+        layer_backend, note = _layer_backend(backend, gemm_kind, [_gemm_shape(c, "weight")])
         if c.kind == "attention_out":
+            mha = modules[c.parent]
+            attrs = by_attention.pop(c.parent, [])
+            shapes = [_gemm_shape(c, "weight")] + [tuple(getattr(mha, a).shape) for a in attrs]
+            layer_backend, note = _layer_backend(backend, gemm_kind, shapes)
             make_sparse_attention(
-                modules[c.parent], by_attention.pop(c.parent, []), True,
-                backend=layer_backend, **settings,
+                mha, attrs, True, backend=layer_backend, **settings,
             )  # fmt: skip
             note = f"; run by {c.parent} through F.multi_head_attention_forward, rerouted" + note
         else:
@@ -313,7 +315,9 @@ def _apply(model, plan, settings, backend, owner, realise) -> list[LayerDecision
         reason = f"{settings['method']} {settings['pattern']}: {where}{note}"
         decisions.append(LayerDecision(d.name, d.kind, True, reason, d.weight, where))
     for name, attrs in by_attention.items():  # attention modules whose out_proj stays dense
-        make_sparse_attention(modules[name], attrs, False, backend=backend, **settings)
+        shapes = [tuple(getattr(modules[name], a).shape) for a in attrs]
+        attention_backend, _ = _layer_backend(backend, "linear", shapes)
+        make_sparse_attention(modules[name], attrs, False, backend=attention_backend, **settings)
     decisions = [_attention_where(model, d) for d in decisions]
     for m in model.modules():
         if isinstance(m, tuple(FUSED_SWITCHES)) and any(
@@ -321,6 +325,28 @@ def _apply(model, plan, settings, backend, owner, realise) -> list[LayerDecision
         ):
             disable_fused_encoder(m)
     return decisions
+
+
+def _gemm_shape(c: Candidate, attr: str) -> tuple[int, int]:
+    """(out, K) of a candidate's GEMM weight (a Conv1D stores in x out; a conv flattens K)."""
+    shape = tuple(getattr(c.module, attr).shape)
+    if c.kind == "transposed_linear":
+        shape = shape[::-1]
+    k = 1
+    for d in shape[1:]:
+        k *= d
+    return shape[0], k
+
+
+def _layer_backend(backend: str, gemm_kind: str, shapes) -> tuple[str, str]:
+    """(the backend a layer's GEMMs run on, the note its decision gets): ``backend``, or torch
+    where it has no such GEMMs or refuses one of the layer's weight shapes."""
+    if gemm_kind not in BACKENDS[backend]:
+        return "torch", f"; {gemm_kind} GEMMs on torch ({backend} has none)"
+    for out, k in shapes:
+        if why := shape_refusal(backend, out, k):
+            return "torch", f"; GEMMs on torch: {why}"
+    return backend, ""
 
 
 def _attention_where(model, d: LayerDecision) -> LayerDecision:

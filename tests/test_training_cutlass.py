@@ -173,3 +173,49 @@ def test_train_cli_offers_the_backend_and_refuses_it_without_a_gpu(tmp_path, cap
     assert main([*args, "--out", str(tmp_path / "r")]) == 2
     assert "--backend cutlass_sm90 runs the sparse kernels on a GPU" in capsys.readouterr().err
     assert not (tmp_path / "r").exists()
+
+
+@pytest.mark.parametrize(
+    "backend,library", [("cusparselt", "cuSPARSELt"), ("cutlass_sm90", "CUTLASS sm90")]
+)
+def test_sparsify_leaves_a_layer_the_library_refuses_on_torch_and_says_why(backend, library):
+    model = torch.nn.Sequential(
+        torch.nn.Linear(64, 40), torch.nn.ReLU(), torch.nn.Linear(40, 64), torch.nn.ReLU(),
+        torch.nn.Linear(64, 64), torch.nn.ReLU(), torch.nn.Linear(64, 10),
+    )  # fmt: skip
+    decisions = {d.name: d for d in sparsify(model, "2:4", "bimask", "greedy", backend=backend)}
+    for name, shape in (("0", "(40, 64) (out_features=40)"), ("2", "(64, 40) (in_features=40)")):
+        d = decisions[name]
+        assert d.sparse and "on torch (masked dense math)" in d.reason, d.reason
+        assert f"GEMMs on torch: {library} needs in and out features" in d.reason
+        assert shape in d.reason
+    assert decisions["4"].reason.endswith(f"dW dense ({library})")
+    x = torch.randn(4, 64, requires_grad=True)
+    model[0](x).sum().backward()  # the fallback layers train on the CPU (torch)
+    assert x.grad is not None
+
+
+@pytest.mark.parametrize("backend", ["cusparselt", "cutlass_sm90"])
+def test_sparsify_refuses_a_pattern_the_library_cannot_run_before_any_change(backend):
+    model = torch.nn.Sequential(torch.nn.Linear(64, 64), torch.nn.Linear(64, 10))
+    with pytest.raises(ValueError, match="4:8 can keep 4 of an aligned 4"):
+        sparsify(model, "4:8", "bimask", "greedy", backend=backend)
+    assert type(model[0]) is torch.nn.Linear  # nothing changed
+    sparsify(model, "4:8", "dense", backend=backend)  # dense: no sparse GEMMs to refuse
+
+
+def test_an_attention_block_the_library_refuses_stays_on_torch():
+    class Block(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.attn = torch.nn.MultiheadAttention(40, 2, batch_first=True)
+            self.head = torch.nn.Linear(40, 10)
+
+        def forward(self, x):
+            return self.head(self.attn(x, x, x)[0])
+
+    model = Block()
+    decisions = sparsify(model, "2:4", "bimask", "greedy", backend="cusparselt")
+    attention = [d for d in decisions if d.name.startswith("attn") and d.sparse]
+    assert attention and all("masked dense math" in d.gemms for d in attention), attention
+    model(torch.randn(2, 5, 40)).sum().backward()  # runs on the CPU: nothing reached cuSPARSELt

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import sys
 
+from bimask.backends import compressed
 from bimask.backends.base import LayerOps
 from bimask.backends.cusparselt_ops import cusparselt_linear
 from bimask.backends.cutlass_ops import cutlass_linear
@@ -25,6 +26,25 @@ BACKENDS = {
     "cusparselt": {"linear": cusparselt_linear},
     "cutlass_sm90": {"linear": cutlass_linear},
 }
+
+
+# the library backends: name -> library, whose sparse tensor cores refuse some patterns and shapes
+LIBRARIES = {"cusparselt": "cuSPARSELt", "cutlass_sm90": "CUTLASS sm90"}
+
+
+def pattern_refusal(backend: str, pattern) -> str | None:
+    """Why ``backend`` cannot run ``pattern`` (an NMPattern) at all; None when it can."""
+    if backend not in LIBRARIES:
+        return None
+    return compressed.pattern_reason(pattern, LIBRARIES[backend])
+
+
+def shape_refusal(backend: str, out_features: int, in_features: int) -> str | None:
+    """Why ``backend`` cannot run a sparse GEMM layer of this (out x K) shape; None when it
+    can (``sparsify`` then leaves that layer's GEMMs on torch, saying why)."""
+    if backend not in LIBRARIES:
+        return None
+    return compressed.shape_reason(out_features, in_features, LIBRARIES[backend], advice=False)
 
 
 def check_backend(backend: str, kind: str) -> None:
@@ -58,4 +78,6 @@ __all__ = [
     "check_backend",
     "check_backends",
     "layer_ops",
+    "pattern_refusal",
+    "shape_refusal",
 ]

@@ -50,9 +50,11 @@ def pattern_reason(pattern: NMPattern, library: str) -> str | None:
     )
 
 
-def shape_reason(out_features: int, in_features: int, library: str) -> str | None:
+def shape_reason(
+    out_features: int, in_features: int, library: str, advice: bool = True
+) -> str | None:
     """Why ``library`` cannot run a Linear of this shape; None when it can (each of in and out
-    features is the K of one sparse pass)."""
+    features is the K of one sparse pass). ``advice``: end with what to do instead."""
     bad = [
         f"{name}={size}"
         for name, size in (("out_features", out_features), ("in_features", in_features))
@@ -60,10 +62,12 @@ def shape_reason(out_features: int, in_features: int, library: str) -> str | Non
     ]
     if not bad:
         return None
-    return (
+    why = (
         f"{library} needs in and out features that are multiples of {SPARSE_ALIGN}, the layer "
-        f"has weight ({out_features}, {in_features}) ({', '.join(bad)}): pad the layer, keep it "
-        "dense, or train it with backend='torch'"
+        f"has weight ({out_features}, {in_features}) ({', '.join(bad)})"
+    )
+    return why + (
+        ": pad the layer, keep it dense, or train it with backend='torch'" if advice else ""
     )
 
 
