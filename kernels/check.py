@@ -1,6 +1,7 @@
 """A quick on-device sanity check of every GEMM kernel family (``python -m kernels check``).
 
-One launch per kernel (sparse, sparse with the permuted-B gather, dense) of each of our families
+One launch per kernel (sparse, sparse with the permuted-B gather, its K-major twin where the
+family has one, dense) of each of our families
 the device runs, and of the CUTLASS sm90 family's default (compressed by CUTLASS's own device
 compressor; Hopper only), on shapes that are no tile multiple, output poisoned with NaN first,
 every element compared with a float64 product on the device. It is small enough to run under
@@ -72,6 +73,14 @@ def check_family(family: str, m: int = 200, n: int = 136, k: int = 320, seed: in
         ),
         "dense": (a_gpu, b_gpu, {}, ref),
     }
+    if "gather_kn" in roles:  # the same gather with B handed over K x N
+        gather = cases["gather"]
+        cases["gather_kn"] = (
+            comp,
+            b_gpu.t().contiguous(),
+            {**gather[2], "b_layout": "kn"},
+            gather[3],
+        )
     results = []
     for role, (lhs, rhs, kw, expect) in cases.items():
         variant = VARIANTS[roles[role]]

@@ -114,7 +114,7 @@ class KernelVariant:
         return None
 
 
-def _gemm_restrictions(sparse: bool) -> tuple[Callable[[dict], bool], ...]:
+def _gemm_restrictions(sparse: bool, b_kmajor: bool = False) -> tuple[Callable[[dict], bool], ...]:
     return (
         lambda c: c["BLOCK_M"] % (c["WARPS_M"] * 32) == 0,  # whole 32-row metadata tiles per warp
         lambda c: c["BLOCK_N"] % (c["WARPS_N"] * 8) == 0,
@@ -125,7 +125,9 @@ def _gemm_restrictions(sparse: bool) -> tuple[Callable[[dict], bool], ...]:
         # no register spills: what the main loop keeps live fits the launch bound's budget (the
         # dense twin gets the same rule, so the two spaces compare like for like)
         lambda c: mma_registers(c) + REG_RESERVE <= register_budget(_mma_threads(c)),
-        lambda c, s=sparse: gemm_smem(c, s) <= SPACE_SMEM_MAX["sm80"],
+        lambda c, s=sparse: (
+            gemm_smem({**c, "B_KMAJOR": int(b_kmajor)}, s) <= SPACE_SMEM_MAX["sm80"]
+        ),
         lambda c: not (c.get("EPI_SMEM", 0) and c["SPLIT_K"] > 1),  # whole tiles, no atomics
     )
 
@@ -263,7 +265,7 @@ register(
         "nm_gemm",
         GEMM_TUNABLES,
         GEMM_DEFAULT,
-        _gemm_restrictions(True),
+        _gemm_restrictions(True, b_kmajor=True),
         fixed={"SPARSE": 1, "GATHER_B": 1, "B_KMAJOR": 1},
         sass_instruction="HMMA.SP",
         smem=lambda c: gemm_smem({**c, "B_KMAJOR": 1}, True),

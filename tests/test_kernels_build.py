@@ -518,3 +518,23 @@ def test_the_suite_measures_the_k_major_gather_beside_the_other_realisations():
     sm90 = BACKENDS["bimask_sparse_sm90"].space(p).tunables["perm_realisation"]
     assert set(sm80) == {"in_kernel", "in_kernel_kn", "separate_op", "physical"}
     assert "in_kernel_kn" not in sm90
+
+
+def test_the_k_major_gather_space_sizes_its_own_b_tile():
+    """Its B tile is BLOCK_K x (BLOCK_N + pad): a config that fits that way is in its space even
+    where the N x K gather's tile would not fit (the review's 64 x 256 x 64 example), and the
+    suite's in_kernel_kn rows keep to what that variant launches."""
+    from suite.backends import BACKENDS
+    from suite.problem import GemmProblem
+
+    kn, nk = VARIANTS["nm_spmm_gather_kn"], VARIANTS["nm_spmm_gather"]
+    c = {**kn.default().to_dict(), "BLOCK_M": 64, "BLOCK_N": 256, "BLOCK_K": 64, "WARPS_M": 1,
+         "WARPS_N": 4, "STAGES": 4, "SMEM_PAD": 8}  # fmt: skip
+    assert kn.smem(c) <= 163 * 1024 < nk.smem(c)
+    assert kn.space().allows(c) and not nk.space().allows(c)
+    p = GemmProblem("nm_gemm", "bwd-data", 512, 512, 512, "bfloat16", "2:4", perm="greedy")
+    rows = [x.to_dict() for x in BACKENDS["bimask_sparse"].space(p).configs()]
+    kn_rows = [r for r in rows if r["perm_realisation"] == "in_kernel_kn"]
+    assert kn_rows and all(
+        kn.space().allows({k: v for k, v in r.items() if k != "perm_realisation"}) for r in kn_rows
+    )

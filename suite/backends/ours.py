@@ -44,15 +44,30 @@ def _available(name: str) -> str | None:
 def _space(name: str, problem, tunables: dict | None = None, rules: tuple = ()) -> SearchSpace:
     """The variant's space (or ``tunables`` within it, with ``rules``), restricted to what this
     host's GPU, if it has one, can launch."""
-    base = VARIANTS[name].space(smem_limit=current_smem_limit())
+    limit = current_smem_limit()
+    base = VARIANTS[name].space(smem_limit=limit)
     tunables = dict(tunables or base.tunables)
+    rules = tuple(rules)
     if not name.startswith("dense_gemm") and problem.pass_ == "bwd-data" and problem.perm != "-":
-        kn = any(
-            name in roles.values() and "gather_kn" in roles for roles in GEMM_FAMILIES.values()
+        kn = next(
+            (
+                r["gather_kn"]
+                for r in GEMM_FAMILIES.values()
+                if name in r.values() and "gather_kn" in r
+            ),
+            None,
         )
         tunables["perm_realisation"] = ("in_kernel", "separate_op", "physical") + (
             ("in_kernel_kn",) if kn else ()
         )
+        if kn:  # the K-major gather's own restrictions (its B tile has another size)
+            kn_space = VARIANTS[kn].space(smem_limit=limit)
+            rules += (
+                lambda c, sp=kn_space: (
+                    c["perm_realisation"] != "in_kernel_kn"
+                    or sp.allows({k: v for k, v in c.items() if k != "perm_realisation"})
+                ),
+            )
     return SearchSpace(tunables, (*base.restrictions, *rules))
 
 
