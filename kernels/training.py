@@ -23,6 +23,7 @@ dict into a kernel Config (checked against the family's space, cached per config
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 from collections.abc import Callable, Mapping
@@ -101,6 +102,9 @@ class KernelLinearOps:
     # (pass_, m, n, k, dtype, realisation) -> (family, Config) | None: a sweep's winner for
     # this GEMM shape; used unless ``config`` is given (None: no winners, the defaults)
     config_for: Callable[..., tuple[str, Config] | None] | None = None
+    # a profiler's section(name) context (bimask.profile.section, handed in by the backend seam:
+    # this package never imports bimask); the compressions run inside section("compress")
+    section: Callable[[str], contextlib.AbstractContextManager] = contextlib.nullcontext
 
     def __post_init__(self) -> None:
         try:
@@ -149,7 +153,8 @@ class KernelLinearOps:
     def _compress(self, a: torch.Tensor, what: str) -> Compressed:
         """Pack an already-masked matrix; a violation goes to the device's flag, unread here
         (no host sync: ``kernels.violations`` says when it is checked)."""
-        comp = compress_gpu(a, "2:4", masked=True, error=violations.flag(a.device))
+        with self.section("compress"):
+            comp = compress_gpu(a, "2:4", masked=True, error=violations.flag(a.device))
         violations.compressed(a.device, f"{what} of shape {tuple(a.shape)}")
         return comp
 

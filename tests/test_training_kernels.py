@@ -216,3 +216,26 @@ def test_kernels_backend_skips_the_gather_where_perm_is_identity(kernels_on_cpu)
     sparse_dx = [c for c in kernels_on_cpu if c["k"] == 32]
     assert len(sparse_dx) == 1 and not sparse_dx[0]["perm"]  # no gather of dY
     assert float((x_got.grad - x_ref.grad).abs().max() / x_ref.grad.abs().max()) < 1e-2
+
+
+def test_the_kernels_backend_times_its_compressions_apart_from_the_gemms(
+    kernels_on_cpu, monkeypatch
+):
+    """bimask.profile sees the kernels backend's two compressions as 'compress', so the GEMM
+    sections hold the GEMMs alone (the in-kernel gather stays inside gemm_dx: it is the GEMM)."""
+    from bimask.backends import kernels_ops
+    from bimask.profile import profiling, section
+
+    names = []
+
+    def counted(name):
+        names.append(name)
+        return section(name)
+
+    monkeypatch.setattr(kernels_ops, "section", counted)
+    layer = SparseLinear(64, 32, method="bimask", permutation="greedy", backend="kernels")
+    x = torch.randn(16, 64, requires_grad=True)
+    with profiling() as prof:
+        layer(x).sum().backward()
+    assert names == ["compress", "compress"]  # W*Mf for the forward, (W*Mb)^T for dX
+    assert {"compress", "gemm_fwd", "gemm_dx", "gemm_dw"} <= set(prof.totals_ms())

@@ -5,6 +5,7 @@ from __future__ import annotations
 import weakref
 
 from bimask.backends.base import LayerOps
+from bimask.profile import section
 
 _CHECKED: weakref.WeakSet = weakref.WeakSet()  # tuned-configs files whose kernel entries passed
 
@@ -53,4 +54,5 @@ def kernels_linear(layer) -> LayerOps:
         # no gather where the groups are consecutive rows (a host-side bool, no tensor read)
         perm=lambda: None if layer.perm_is_identity else layer.perm,
         config_for=_config_for(layer),
+        section=section,  # compressions timed as "compress", not inside the GEMM sections
     )
