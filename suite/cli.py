@@ -7,7 +7,6 @@ import argparse
 import json
 import os
 import sys
-import time
 from pathlib import Path
 
 import torch
@@ -18,6 +17,7 @@ from bimask.outputs import check_input_file, check_output_dir, check_output_file
 from kernels import build as kernel_build
 from suite import (
     advise,
+    first_look,
     landscapes,
     run_folder,
     search_cli,
@@ -31,8 +31,6 @@ from suite import budget as bench_budget
 from suite.backends import BACKENDS, get_backend
 from suite.cache import CacheMismatchError, ResultCache
 from suite.device import capture, fingerprint
-from suite.first_look import BUDGET_S as FIRST_LOOK_BUDGET_S
-from suite.first_look import STEP_NAMES as FIRST_LOOK_STEPS
 from suite.plan import make_plan
 from suite.problem import DTYPES, PASSES, GemmProblem
 from suite.shapes import benchmark_layers
@@ -323,12 +321,6 @@ def cmd_baseline(args) -> int:
     return 0
 
 
-def _first_look(args) -> int:
-    from suite.first_look import command
-
-    return command(args)
-
-
 def cmd_devices(args) -> int:
     print(json.dumps(capture("cpu"), indent=2))
     for i in range(torch.cuda.device_count()):
@@ -545,36 +537,7 @@ def parser() -> argparse.ArgumentParser:
     bl.add_argument("runs", nargs="+")
     bl.set_defaults(func=cmd_baseline)
 
-    f = sub.add_parser(
-        "first-look",
-        formatter_class=fmt,
-        help="a time-boxed first look at a GPU: correctness, headline GEMMs, tests, one archive",
-        epilog="example: python -m suite first-look\n"
-        "         python -m suite first-look --dry-run --for-device H100 --kernel-cache /tmp/kc\n"
-        "         python -m suite first-look --steps memcheck training-step --budget 200"
-        "   # a second run",
-    )
-    f.add_argument(
-        "--out",
-        default=f"runs/first-look/{time.strftime('%Y%m%d-%H%M%S')}",
-        help="a new folder for the results (default runs/first-look/<date-time>)",
-    )
-    f.add_argument(
-        "--budget",
-        type=float,
-        default=FIRST_LOOK_BUDGET_S,
-        help=f"seconds in all (default {FIRST_LOOK_BUDGET_S:.0f})",
-    )
-    f.add_argument("--kernel-cache", help="kernels built ahead of time (python -m kernels build)")
-    f.add_argument("--dry-run", action="store_true", help="print the plan; run nothing")
-    f.add_argument("--for-device", help="plan for this GPU (e.g. H100) instead of the local one")
-    f.add_argument(
-        "--steps",
-        nargs="+",
-        choices=FIRST_LOOK_STEPS,
-        help="run only these steps, in plan order (default: all but training-step)",
-    )
-    f.set_defaults(func=_first_look)
+    first_look.add_parser(sub, fmt)
 
     search_cli.add_parser(sub, fmt)
     tuned_export.add_parser(sub, fmt)

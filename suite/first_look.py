@@ -388,3 +388,41 @@ def command(args) -> int:
         print(f"{r.name:<14} {r.status:<10} {r.seconds:6.0f} s")
     print(f"summary {out / 'summary.md'}; everything in {archive}")
     return 0 if all(r.status in ("ok", "skipped") for r in results) else 1
+
+
+def add_parser(sub, fmt) -> None:
+    """``python -m suite first-look`` on the suite's command line."""
+    import time
+
+    from bimask import cli_args as ca
+
+    f = sub.add_parser(
+        "first-look",
+        formatter_class=fmt,
+        help="a time-boxed first look at a GPU: correctness, headline GEMMs, tests, one archive",
+        epilog="example: python -m suite first-look\n"
+        "         python -m suite first-look --dry-run --for-device H100 --kernel-cache /tmp/kc\n"
+        "         python -m suite first-look --steps memcheck training-step --budget 200"
+        "   # a second run",
+    )
+    f.add_argument(
+        "--out",
+        default=f"runs/first-look/{time.strftime('%Y%m%d-%H%M%S')}",
+        help="a new folder for the results (default runs/first-look/<date-time>)",
+    )
+    f.add_argument(
+        "--budget",
+        type=ca.positive_float,
+        default=BUDGET_S,
+        help=f"seconds in all (default {BUDGET_S:.0f})",
+    )
+    f.add_argument("--kernel-cache", help="kernels built ahead of time (python -m kernels build)")
+    f.add_argument("--dry-run", action="store_true", help="print the plan; run nothing")
+    f.add_argument("--for-device", help="plan for this GPU (e.g. H100) instead of the local one")
+    f.add_argument(
+        "--steps",
+        nargs="+",
+        choices=STEP_NAMES,
+        help="run only these steps, in plan order (default: all but training-step)",
+    )
+    f.set_defaults(func=command)

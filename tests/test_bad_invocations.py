@@ -130,6 +130,8 @@ CASES = [
     ("kernels", ["check", "--family", "sm70"], "--family: invalid choice: 'sm70'"),
     ("kernels", ["check", "--family", "cutlass"], "--family: invalid choice: 'cutlass'"),
     ("suite", ["first-look", "--dry-run", "--steps"], "--steps: expected at least one"),
+    ("suite", ["first-look", "--dry-run", "--budget", "nan"], "--budget: must be"),
+    ("suite", ["first-look", "--dry-run", "--budget", "0"], "--budget: must be a number > 0"),
     ("suite", ["first-look", "--dry-run", "--steps", "tests"], "--steps: invalid choice: 'tests'"),
     ("kernels", ["frobnicate"], "invalid choice: 'frobnicate'"),
 ]
