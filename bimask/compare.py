@@ -136,13 +136,20 @@ def plot(
     with_curves = curves is not None and len(curves) > 0
     fig, axes = plt.subplots(1, 3 if with_curves else 1, figsize=(16 if with_curves else 7, 4))
     ax = axes[0] if with_curves else axes
+    # one colour per method in every panel (dense black, as its reference line)
+    names = [m for m in table.method.unique() if m != "dense"]
+    if with_curves:
+        by = "variant" if "variant" in curves else "method"
+        names += [m for m in curves[by].unique() if m != "dense" and m not in names]
+    palette = plt.get_cmap("tab10").colors
+    colour = {"dense": "k", **{m: palette[i % len(palette)] for i, m in enumerate(names)}}
     if with_curves:
         sel = curves[curves.pattern.isin(["2:4", "-"])]
-        by = "variant" if "variant" in sel else "method"
         mean = sel.groupby([by, "epoch"])[["train_loss", "test_top1"]].mean().reset_index()
         for method, g in mean.groupby(by):
-            axes[1].plot(g.epoch, g.train_loss, marker="o", label=method)
-            axes[2].plot(g.epoch, g.test_top1 * 100, marker="o", label=method)
+            style = {"marker": "o", "label": method, "color": colour.get(method)}
+            axes[1].plot(g.epoch, g.train_loss, **style)
+            axes[2].plot(g.epoch, g.test_top1 * 100, **style)
         axes[1].set(xlabel="epoch", ylabel="train loss", title="training curves at 2:4")
         axes[2].set(xlabel="epoch", ylabel="test top-1 (%)", title="test accuracy at 2:4")
         axes[1].legend()
@@ -160,6 +167,7 @@ def plot(
             fmt="o",
             capsize=3,
             label=method,
+            color=colour[method],
         )
     ax.set_xticks(range(len(patterns)), patterns)
     ax.set_xlabel("N:M pattern")
