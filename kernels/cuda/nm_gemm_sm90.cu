@@ -352,6 +352,25 @@ __device__ __forceinline__ void load_tile(unsigned char* st, const elem_t* __res
 #endif
 }
 
+// A warpgroup's accumulators (rows row0 .. row0 + WG_ROWS, columns n0 .. n0 + BLOCK_N) to C. The
+// m64nN layout: warp wi holds rows 16*wi + g (+8) of each m64 tile, columns 8j + 2t (+1).
+__device__ __forceinline__ void store_acc(const float (&acc)[MT][ACC], out_t* __restrict__ C,
+                                          int row0, int n0, int M, int N, int ldc, int wi, int g,
+                                          int t) {
+#pragma unroll
+    for (int i = 0; i < MT; ++i) {
+        int row = row0 + i * 64 + 16 * wi + g;
+#pragma unroll
+        for (int j = 0; j < BLOCK_N / 8; ++j) {
+            int col = n0 + j * 8 + 2 * t;
+            store_out(C, row, col, M, N, ldc, acc[i][4 * j + 0]);
+            store_out(C, row, col + 1, M, N, ldc, acc[i][4 * j + 1]);
+            store_out(C, row + 8, col, M, N, ldc, acc[i][4 * j + 2]);
+            store_out(C, row + 8, col + 1, M, N, ldc, acc[i][4 * j + 3]);
+        }
+    }
+}
+
 #if !TMA
 extern "C" __global__ void __launch_bounds__(THREADS, 1)
 nm_gemm_wgmma(const elem_t* __restrict__ A, const uint32_t* __restrict__ E,
@@ -437,19 +456,7 @@ nm_gemm_wgmma(const elem_t* __restrict__ A, const uint32_t* __restrict__ E,
     fence_acc(acc);
     cp_async_wait<0>();
 
-    // accumulator layout of m64nN: warp wi holds rows 16*wi + g (+8), columns 8j + 2t (+1)
-#pragma unroll
-    for (int i = 0; i < MT; ++i) {
-        int row = m0 + wg * WG_ROWS + i * 64 + 16 * wi + g;
-#pragma unroll
-        for (int j = 0; j < BLOCK_N / 8; ++j) {
-            int col = n0 + j * 8 + 2 * t;
-            store_out(C, row, col, M, N, ldc, acc[i][4 * j + 0]);
-            store_out(C, row, col + 1, M, N, ldc, acc[i][4 * j + 1]);
-            store_out(C, row + 8, col, M, N, ldc, acc[i][4 * j + 2]);
-            store_out(C, row + 8, col + 1, M, N, ldc, acc[i][4 * j + 3]);
-        }
-    }
+    store_acc(acc, C, m0 + wg * WG_ROWS, n0, M, N, ldc, wi, g, t);
 }
 
 #else  // TMA: a producer warpgroup feeds the consumers through mbarriers
@@ -577,18 +584,7 @@ nm_gemm_wgmma(const elem_t* __restrict__ A, const uint32_t* __restrict__ E,
             mbar_arrive(&empty[s]);  // this thread's wgmmas have read the stage
         }
 
-#pragma unroll
-        for (int i = 0; i < MT; ++i) {
-            int row = m0 + wc * WG_ROWS + i * 64 + 16 * wi + g;
-#pragma unroll
-            for (int j = 0; j < BLOCK_N / 8; ++j) {
-                int col = n0 + j * 8 + 2 * t;
-                store_out(C, row, col, M, N, ldc, acc[i][4 * j + 0]);
-                store_out(C, row, col + 1, M, N, ldc, acc[i][4 * j + 1]);
-                store_out(C, row + 8, col, M, N, ldc, acc[i][4 * j + 2]);
-                store_out(C, row + 8, col + 1, M, N, ldc, acc[i][4 * j + 3]);
-            }
-        }
+        store_acc(acc, C, m0 + wc * WG_ROWS, n0, M, N, ldc, wi, g, t);
     }
 }
 #endif  // TMA
