@@ -10,6 +10,8 @@ from types import SimpleNamespace
 
 import pytest
 import torch
+from backend_pairs import pair, rel
+from backend_pairs import run as _run
 
 from bimask import SparseConv2d, SparseLinear, sparsify
 from bimask.backends import cusparselt_ops, layer_ops
@@ -62,24 +64,7 @@ def cslt_on_cpu(fake_ops, monkeypatch):
 
 
 def _pair(method, pattern="2:4", permutation="greedy", **kw):
-    torch.manual_seed(0)
-    ref = SparseLinear(64, 32, method=method, pattern=pattern, permutation=permutation, **kw)
-    got = SparseLinear(
-        64, 32, method=method, pattern=pattern, permutation=permutation, backend="cusparselt", **kw
-    )
-    got.load_state_dict(ref.state_dict())
-    return ref, got
-
-
-def _run(layer, x, dy):
-    x = x.clone().requires_grad_()
-    y = layer(x)
-    (y * dy).sum().backward()
-    return y, x.grad
-
-
-def rel(a, b):
-    return float((a - b).detach().abs().max() / b.detach().abs().max())
+    return pair("cusparselt", method, pattern, permutation, **kw)
 
 
 @pytest.mark.parametrize("pattern", ["2:4", "1:16"])

@@ -10,6 +10,8 @@ from types import SimpleNamespace
 
 import pytest
 import torch
+from backend_pairs import pair, rel
+from backend_pairs import run as _run
 
 from bimask import SparseLinear, sparsify
 from bimask.backends import cutlass_ops as backend
@@ -58,25 +60,7 @@ def fake(monkeypatch):
 
 
 def _pair(method, pattern="2:4", permutation="greedy", **kw):
-    torch.manual_seed(0)
-    ref = SparseLinear(64, 32, method=method, pattern=pattern, permutation=permutation, **kw)
-    got = SparseLinear(
-        64, 32, method=method, pattern=pattern, permutation=permutation, backend="cutlass_sm90",
-        **kw,
-    )  # fmt: skip
-    got.load_state_dict(ref.state_dict())
-    return ref, got
-
-
-def _run(layer, x, dy):
-    x = x.clone().requires_grad_()
-    y = layer(x)
-    (y * dy).sum().backward()
-    return y, x.grad
-
-
-def rel(a, b):
-    return float((a - b).detach().abs().max() / b.detach().abs().max())
+    return pair("cutlass_sm90", method, pattern, permutation, **kw)
 
 
 @pytest.mark.parametrize("pattern", ["2:4", "1:8"])
