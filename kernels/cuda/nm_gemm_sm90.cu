@@ -352,6 +352,22 @@ __device__ __forceinline__ void load_tile(unsigned char* st, const elem_t* __res
 #endif
 }
 
+#if SPARSE
+// The metadata words this thread's wgmmas take from a stage (``se``), for the warpgroup whose
+// rows start at row0: warp wi's 16 rows of each m64 tile, lanes 4g + 2*(wi%2) + {0,1} of their
+// 32-row word block (see the top of this file).
+__device__ __forceinline__ void load_meta(uint32_t (&e)[MT][BLOCK_K / 32], const uint32_t* se,
+                                          int row0, int wi, int g, int t) {
+#pragma unroll
+    for (int i = 0; i < MT; ++i)
+#pragma unroll
+        for (int ks = 0; ks < BLOCK_K / 32; ++ks) {
+            int row = row0 + i * 64 + 16 * wi;  // this warp's 16 rows
+            e[i][ks] = se[((row / 32) * (BLOCK_K / 32) + ks) * 32 + 4 * g + 2 * (wi & 1) + (t & 1)];
+        }
+}
+#endif
+
 // A warpgroup's accumulators (rows row0 .. row0 + WG_ROWS, columns n0 .. n0 + BLOCK_N) to C. The
 // m64nN layout: warp wi holds rows 16*wi + g (+8) of each m64 tile, columns 8j + 2t (+1).
 __device__ __forceinline__ void store_acc(const float (&acc)[MT][ACC], out_t* __restrict__ C,
@@ -412,13 +428,7 @@ nm_gemm_wgmma(const elem_t* __restrict__ A, const uint32_t* __restrict__ E,
 #if SPARSE
         const uint32_t* se = reinterpret_cast<const uint32_t*>(st + A_BYTES + B_BYTES);
         uint32_t e[MT][BLOCK_K / 32];
-#pragma unroll
-        for (int i = 0; i < MT; ++i)
-#pragma unroll
-            for (int ks = 0; ks < BLOCK_K / 32; ++ks) {
-                int row = wg * WG_ROWS + i * 64 + 16 * wi;  // this warp's 16 rows
-                e[i][ks] = se[((row / 32) * (BLOCK_K / 32) + ks) * 32 + 4 * g + 2 * (wi & 1) + (t & 1)];
-            }
+        load_meta(e, se, wg * WG_ROWS, wi, g, t);
 #endif
         fence_acc(acc);
         wgmma_fence();
@@ -547,14 +557,8 @@ nm_gemm_wgmma(const elem_t* __restrict__ A, const uint32_t* __restrict__ E,
             const unsigned char* tb = ta + TA_BYTES;
 #if SPARSE
             const uint32_t* se = reinterpret_cast<const uint32_t*>(tb + TB_BYTES);
-            uint32_t e[MT][E_KT];
-#pragma unroll
-            for (int i = 0; i < MT; ++i)
-#pragma unroll
-                for (int ks = 0; ks < E_KT; ++ks) {
-                    int row = wc * WG_ROWS + i * 64 + 16 * wi;  // this warp's 16 rows
-                    e[i][ks] = se[((row / 32) * E_KT + ks) * 32 + 4 * g + 2 * (wi & 1) + (t & 1)];
-                }
+            uint32_t e[MT][BLOCK_K / 32];
+            load_meta(e, se, wc * WG_ROWS, wi, g, t);
 #endif
             fence_acc(acc);
             wgmma_fence();
