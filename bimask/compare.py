@@ -19,14 +19,17 @@ Every finished (variant, pattern, seed) cell is kept under --work-dir/<run>/cell
 a killed command skips the cells that are done. Claims are decided from paired differences over
 seeds with 95% t intervals (bimask/claims.py).
 
-Writes OUT/<run>.csv (one row per training run), OUT/<run>_curves.csv, OUT/<run>.md (the
-report) and OUT/<run>.png; --report-only rebuilds <run>.md and <run>.png beside the CSV (or in
---out). An existing output file is never replaced without --force.
+Writes OUT/<run>.csv (one row per training run), OUT/<run>_curves.csv, OUT/<run>_meta.json (the
+command, profile and notes), OUT/<run>.md (the report) and OUT/<run>.png; --report-only rebuilds
+<run>.md and <run>.png beside the CSV (or in --out), with the command, notes and profile text
+read from <run>_meta.json when the CSV has one. An existing output file is never replaced
+without --force.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
 from pathlib import Path
@@ -291,6 +294,36 @@ def read_results(path: Path, needed: list[str], what: str) -> pd.DataFrame:
     return df
 
 
+def write_meta(path: Path, command: str, profile: str, notes: list[str]) -> None:
+    """What a report needs beyond the CSVs, so that --report-only can rebuild it whole."""
+    meta = {"command": command, "profile": profile, "notes": list(notes)}
+    atomic_write_text(path, json.dumps(meta, indent=2) + "\n")
+
+
+def read_meta(csv: Path) -> dict | None:
+    """The <run>_meta.json beside a results CSV; None when there is none (an older run)."""
+    path = csv.with_name(f"{csv.stem}_meta.json")
+    if not path.is_file():
+        return None
+    try:
+        meta = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise ValueError(f"{path} is not JSON ({err}); fix or delete it and rerun") from None
+    ok = (
+        isinstance(meta, dict)
+        and isinstance(meta.get("command"), str)
+        and isinstance(meta.get("profile"), str)
+        and isinstance(meta.get("notes"), list)
+        and all(isinstance(n, str) for n in meta["notes"])
+    )
+    if not ok:
+        raise ValueError(
+            f"{path} is not a bimask.compare meta file (it needs 'command', 'profile' and a list "
+            "of 'notes'); fix or delete it and rerun"
+        )
+    return meta
+
+
 def machine_slug() -> str:
     """e.g. 'amd-epyc-2c': the CPU named in the standard profile's run name."""
     import os
@@ -319,6 +352,7 @@ def resolve(args) -> None:
 
 def _run(args, argv) -> int:
     curves, notes = None, []
+    command = "python -m bimask.compare " + " ".join(argv or sys.argv[1:])
     if args.report_only:
         src = check_input_file(args.report_only, "--report-only")
         run = args.run or src.stem
@@ -328,11 +362,19 @@ def _run(args, argv) -> int:
         curves_csv = src.with_name(f"{src.stem}_curves.csv")
         if curves_csv.is_file():
             curves = read_results(curves_csv, CURVE_COLUMNS, "bimask.compare curves file")
+        meta = read_meta(src)
+        if meta is None:
+            profile = None
+            notes = [f"rebuilt by `{command}`; the run's own command and notes were not "
+                     f"recorded ({src.stem}_meta.json is missing)"]  # fmt: skip
+        else:
+            profile, notes = meta["profile"], [*meta["notes"], f"report rebuilt by `{command}`"]
+            command = meta["command"]
     else:
         resolve(args)
-        run, notes = args.run, args.notes
+        run, notes, profile = args.run, args.notes, args.profile
         out = Path(args.out or "results/accuracy")
-        names = [f"{run}.csv", f"{run}_curves.csv", f"{run}.png", f"{run}.md"]
+        names = [f"{run}.csv", f"{run}_curves.csv", f"{run}_meta.json", f"{run}.png", f"{run}.md"]
     if Path(run).name != run or run in ("", ".", ".."):
         raise ValueError(f"--run {run!r} must be a plain name, not a path")
     check_output_dir(out, "--out")
@@ -358,9 +400,9 @@ def _run(args, argv) -> int:
             df.to_csv(tmp, index=False)
         with atomic_path(out / f"{run}_curves.csv") as tmp:
             curves.to_csv(tmp, index=False)
+        write_meta(out / f"{run}_meta.json", command, profile, notes)
     plot(df, summarize(df), out / f"{run}.png", curves)
-    command = "python -m bimask.compare " + " ".join(argv or sys.argv[1:])
-    why = STANDARD_WHY if getattr(args, "profile", None) == "standard" else ""
+    why = STANDARD_WHY if profile == "standard" else ""
     text = report(df, run, out, command, notes, why)
     atomic_write_text(out / f"{run}.md", text)
     print(text)

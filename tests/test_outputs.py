@@ -116,3 +116,36 @@ def test_compare_checks_its_outputs_before_training(tmp_path, capsys, monkeypatc
     a_file.write_text("")
     assert compare.main(["--out", str(a_file), "--run", "r"]) == 2
     assert "is a file, not a folder" in capsys.readouterr().err
+
+
+def test_report_only_keeps_the_runs_command_and_notes(accuracy_run, tmp_path, capsys, monkeypatch):
+    df, curves = pd.read_csv(accuracy_run), pd.read_csv(accuracy_run.with_name(
+        "cnn-quick-cpu_curves.csv"))  # fmt: skip
+    monkeypatch.setattr(compare, "run_grid", lambda *a: (df, curves))
+    out = tmp_path / "run"
+    argv = ["--profile", "standard", "--model", "cnn", "--out", str(out), "--run", "r",
+            "--work-dir", str(tmp_path / "w")]  # fmt: skip
+    assert compare.main(argv) == 0
+    first = (out / "r.md").read_text()
+    assert "Note: bimask-physical skipped" in first  # cnn has no Linear -> elementwise -> Linear
+    assert "Note: dense top-1" in first and "## Why this profile" in first
+    assert sorted(p.name for p in out.iterdir()) == [
+        "r.csv", "r.md", "r.png", "r_curves.csv", "r_meta.json"]  # fmt: skip
+    assert compare.main(["--report-only", str(out / "r.csv"), "--force"]) == 0
+    again = (out / "r.md").read_text()
+    assert "Note: bimask-physical skipped" in again and "Note: report rebuilt by" in again
+    assert f"Command: `python -m bimask.compare {' '.join(argv)}`" in again
+    kept = [line for line in again.splitlines() if not line.startswith("Note: report rebuilt")]
+    assert kept == first.splitlines(), "the rebuilt report differs beyond its rebuild note"
+    (out / "r_meta.json").write_text('{"command": 3}')
+    capsys.readouterr()
+    assert compare.main(["--report-only", str(out / "r.csv"), "--force"]) == 2
+    err = capsys.readouterr().err
+    assert "r_meta.json is not a bimask.compare meta file" in err and "Traceback" not in err
+    assert (out / "r.md").read_text() == again, "a failed rebuild touched the report"
+
+
+def test_report_only_of_a_run_without_meta_says_what_is_missing(accuracy_run, capsys):
+    assert compare.main(["--report-only", str(accuracy_run)]) == 0
+    text = accuracy_run.with_suffix(".md").read_text()
+    assert "cnn-quick-cpu_meta.json is missing" in text
